@@ -1,0 +1,172 @@
+"""One case through the ensemble, top to bottom.
+
+    image (z, y, x) + Geometry
+      -> per preprocessing signature: preprocess (transpose, crop, normalise, resample)   preprocess.py
+      -> per member: sliding-window logits, folds averaged                                 sliding_window.py
+      -> per member: back to the image grid, softmax                                       preprocess.py/resample.py
+      -> weighted sum of probability maps in the common label space                        ensemble.py
+      -> decision (argmax or threshold) -> post-processing                                 ensemble.py/postprocess.py
+      -> uint8 mask with the input's geometry                                              io.py (by the caller)
+
+`Engine` checks the spec against the model folders when it is made (cheap, before any heavy work), loads
+every fold's weights once onto the compute device (`load`), and then predicts any number of cases.
+Device placement and out-of-memory fallback are runtime.py's; this module only sequences the stages.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from . import budget as budget_mod
+from .ensemble import WeightedProbabilities, common_label_space, decide, label_mask
+from .io import Geometry
+from .members import Member, ModelFolder, check_member_files, load_member
+from .postprocess import postprocess
+from .preprocess import Preprocessed, preprocess, signature, to_image_grid
+from .runtime import (Placement, StageLog, TileProgress, choose_device, fallback_placements, is_out_of_memory,
+                      run_with_fallback)
+from .sliding_window import predict_logits
+from .spec import EnsembleSpec
+
+log = logging.getLogger(__name__)
+
+# Called with (member name, probabilities (labels, z, y, x) on the image grid, label names) when asked for.
+MemberProbabilitiesHook = Callable[[str, torch.Tensor, tuple[str, ...]], None]
+
+
+@dataclass
+class CaseResult:
+    mask: np.ndarray  # uint8 (z, y, x), values 0/1
+    labels: tuple[str, ...]
+    probabilities: torch.Tensor | None  # (labels, z, y, x) float32, only when asked for
+    stages: StageLog
+    members_used: tuple[str, ...]
+    mirroring_dropped: tuple[str, ...] = ()
+
+
+class Engine:
+    def __init__(self, spec: EnsembleSpec, weights_root: Path | str, device: str = "auto"):
+        self.spec = spec
+        self.weights_root = Path(weights_root)
+        self.device = choose_device(device)
+        self.folders: list[ModelFolder] = [check_member_files(m, self.weights_root, spec) for m in spec.members]
+        self.labels = common_label_space([f.label_names for f in self.folders])
+        self.members: list[Member] = []
+
+    def load(self) -> "Engine":
+        """Build every member's fold networks once; keep them on the compute device when they fit."""
+        if self.members:
+            return self
+        for member_spec, folder in zip(self.spec.members, self.folders):
+            member = load_member(member_spec, folder, torch.device("cpu"))
+            try:
+                member.to(self.device)
+            except Exception as exc:  # noqa: BLE001
+                if not is_out_of_memory(exc):
+                    raise
+                member.to(torch.device("cpu"))
+                log.warning("member %s: weights do not fit on %s; kept in host memory and moved per case",
+                            member.name, self.device)
+            self.members.append(member)
+        return self
+
+    def predict(self, image: np.ndarray, geometry: Geometry, keep_probabilities: bool = False,
+                member_hook: MemberProbabilitiesHook | None = None) -> CaseResult:
+        self.load()
+        stages = StageLog(self.device)
+        spacing = geometry.spacing_zyx
+        if not np.any(image):
+            log.warning("the image is all zero: writing an empty mask without running the networks")
+            return CaseResult(np.zeros(image.shape, np.uint8), self.labels, None, stages, ())
+
+        active = [m for m in self.members if m.spec.weight > 0]
+        plan = budget_mod.plan(active, self.spec.time_budget_s)
+        by_signature: dict[str, list[Member]] = {}
+        for m in active:
+            by_signature.setdefault(signature(m), []).append(m)
+
+        accumulator = WeightedProbabilities(self.labels, image.shape, self.device)
+        for sig_index, (sig, group) in enumerate(by_signature.items()):
+            names = ", ".join(m.name for m in group)
+            with stages.stage(f"preprocess [{names}]"):
+                pre = preprocess(image, spacing, group[0], self.device)
+            for member in group:
+                if not plan.should_run(member):
+                    continue
+                with stages.stage(f"predict {member.name}"):
+                    logits = self._predict_member(member, pre, plan)
+                with stages.stage(f"to image grid {member.name}"):
+                    probabilities = to_image_grid(logits, pre, member, self.device)
+                    del logits
+                    tb = pre.transpose_backward
+                    probabilities = probabilities.permute(0, *[a + 1 for a in tb])
+                    box = [pre.bbox[a] for a in tb]
+                with stages.stage(f"accumulate {member.name}"):
+                    accumulator.add(member.name, probabilities, member.label_names, box, member.spec.weight,
+                                    member.spec.class_weights)
+                if member_hook is not None:
+                    member_hook(member.name, _paste(probabilities, box, image.shape), member.label_names)
+                del probabilities
+            del pre
+
+        with stages.stage("decide"):
+            probabilities = accumulator.probabilities()
+            tumor = decide(probabilities, self.labels, self.spec.tumor_label, self.spec.decision.rule,
+                           self.spec.decision.threshold)
+            rules = self.spec.postprocess
+            pancreas = None
+            if rules.max_distance_to_pancreas_mm is not None:
+                pancreas = label_mask(probabilities, self.labels, self.spec.pancreas_label)
+                pancreas = pancreas.cpu().numpy() if pancreas is not None else None
+            tumor = tumor.cpu().numpy()
+        with stages.stage("postprocess"):
+            tumor = postprocess(tumor, spacing, rules, pancreas)
+        log.info("case done: %s; tumour %d voxels (%.0f mm^3)", stages.summary(), int(tumor.sum()),
+                 float(tumor.sum()) * geometry.voxel_volume_mm3)
+        return CaseResult(tumor.astype(np.uint8), self.labels, probabilities if keep_probabilities else None,
+                          stages, tuple(accumulator.members), plan.mirroring_dropped)
+
+    def _predict_member(self, member: Member, pre: Preprocessed, plan: "budget_mod.BudgetPlan") -> torch.Tensor:
+        faithful = member.spec.resampling == "faithful"
+
+        def attempt(placement: Placement) -> torch.Tensor:
+            with _resident(member, placement.compute):
+                progress = TileProgress(member.name)
+                return predict_logits(
+                    pre.data.to(placement.compute), member.networks, len(member.label_names), member.patch_size,
+                    tile_step_size=member.spec.tile_step_size, mirror_axes=plan.mirror_axes(member),
+                    accumulate_device=placement.accumulate,
+                    # faithful: nnU-Net's float16 accumulators, fold by fold; fast: one float32 accumulator
+                    accumulate_dtype=torch.float16 if faithful else torch.float32,
+                    on_tile=lambda done, total: (progress(done, total), plan.on_tile(member, done, total)),
+                )
+
+        return run_with_fallback(f"member {member.name}", fallback_placements(self.device), attempt)
+
+
+@contextmanager
+def _resident(member: Member, device: torch.device) -> Iterator[None]:
+    """The member's networks on `device` for the duration (a no-op when they live there already)."""
+    home = member.device
+    if home == device:
+        yield
+        return
+    member.to(device)
+    try:
+        yield
+    finally:
+        member.to(home)
+
+
+def _paste(probabilities: torch.Tensor, box, shape) -> torch.Tensor:
+    full = torch.zeros((probabilities.shape[0], *shape), dtype=torch.float32, device=probabilities.device)
+    full[0] = 1
+    full[(slice(None), *[slice(a, b) for a, b in box])] = probabilities
+    return full

@@ -1,0 +1,163 @@
+"""Where and how the work runs: device choice, CPU threads, out-of-memory fallback, timings and memory.
+
+The only module that decides devices and dtypes or catches out-of-memory errors; the stage modules take
+devices as arguments. Everything here is exercised on the CPU in the tests (the CUDA branches through the
+same functions, with the out-of-memory condition injected).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, TypeVar
+
+import torch
+
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: affinity mask and cgroup quota (containers), whichever is smaller."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:
+        n = os.cpu_count() or 1
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
+
+
+def choose_device(requested: str = "auto") -> torch.device:
+    if requested not in ("auto", "cpu", "cuda"):
+        raise InputError("--device", f"must be auto, cpu or cuda, got {requested!r}")
+    if requested == "cpu":
+        device = torch.device("cpu")
+    elif torch.cuda.is_available():
+        device = torch.device("cuda", 0)
+    elif requested == "cuda":
+        raise InputError("--device", "cuda was requested but no CUDA device is available")
+    else:
+        device = torch.device("cpu")
+    if device.type == "cpu":
+        torch.set_num_threads(available_cpus())
+    else:
+        torch.backends.cudnn.benchmark = True
+    return device
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    # some backends raise a plain RuntimeError for allocation failures
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def free_device_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one member's prediction runs: networks and tiles on `compute`, accumulators on `accumulate`."""
+
+    compute: torch.device
+    accumulate: torch.device
+
+    def __str__(self) -> str:
+        return f"compute on {self.compute}, accumulate on {self.accumulate}"
+
+
+def fallback_placements(device: torch.device) -> list[Placement]:
+    """Placements to try in order: all on the device; accumulators in host memory; all on the CPU."""
+    cpu = torch.device("cpu")
+    if device.type == "cpu":
+        return [Placement(cpu, cpu)]
+    return [Placement(device, device), Placement(device, cpu), Placement(cpu, cpu)]
+
+
+def run_with_fallback(what: str, placements: list[Placement], fn: Callable[[Placement], T]) -> T:
+    """Run `fn` on the first placement that does not run out of memory; say in the log when falling back."""
+    for i, placement in enumerate(placements):
+        try:
+            return fn(placement)
+        except Exception as exc:  # noqa: BLE001 - re-raised unless it is an out-of-memory error
+            if not is_out_of_memory(exc) or i == len(placements) - 1:
+                raise
+            free_device_memory(placement.compute)
+            log.warning("%s: out of memory (%s); retrying with %s", what, placement, placements[i + 1])
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Accounting
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def peak_gpu_mb(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+@dataclass
+class StageLog:
+    """Per-stage wall times of one case, with peak memory, for the log and for benchmarks."""
+
+    device: torch.device
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            elapsed = time.perf_counter() - start
+            self.seconds[name] = self.seconds.get(name, 0.0) + elapsed
+            gpu = peak_gpu_mb(self.device)
+            log.info("%-34s %7.2f s   peak RSS %6.0f MB%s", name, elapsed, peak_rss_mb(),
+                     f"   peak GPU {gpu:6.0f} MB" if gpu is not None else "")
+
+    def summary(self) -> str:
+        total = sum(v for k, v in self.seconds.items() if "/" not in k)
+        return f"total {total:.2f} s, peak RSS {peak_rss_mb():.0f} MB" + (
+            f", peak GPU {peak_gpu_mb(self.device):.0f} MB" if self.device.type == "cuda" else "")
+
+
+class TileProgress:
+    """A tqdm bar over tiles when stderr is a terminal; silent otherwise (logs stay clean on the platform)."""
+
+    def __init__(self, description: str):
+        self.description = description
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not sys.stderr.isatty():
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.description, unit="tile", leave=False)
+        self.bar.update(done - self.bar.n)
+        if done == total:
+            self.bar.close()

@@ -1,0 +1,134 @@
+"""Sliding-window prediction: one image, the networks of one member's folds, logits out.
+
+Reproduces nnU-Net's `predict_sliding_window_return_logits` (pad to the patch, tiles placed by
+`compute_steps_for_sliding_window`, Gaussian importance weighting with sigma = patch/8 and peak 10,
+mirroring averaged in logit space, fold logits averaged with equal weight) but keeps the image, the
+accumulators and every fold's weights on the compute device for the whole case, and visits each tile
+once for all folds. It knows nothing of plans, files or members: tensors and callables in, tensor out.
+
+Rounding: nnU-Net accumulates tile logits in float16 on every device. With `accumulate_dtype=float16`
+each fold keeps its own float16 accumulator and sees exactly nnU-Net's sequence of additions, so the
+result matches nnU-Net bit for bit on the CPU. With float32 one accumulator serves all folds.
+"""
+
+from __future__ import annotations
+
+import itertools
+from contextlib import nullcontext
+from typing import Callable, Sequence
+
+import torch
+from acvl_utils.cropping_and_padding.padding import pad_nd_image
+from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
+
+Network = Callable[[torch.Tensor], torch.Tensor]
+TileCallback = Callable[[int, int], None]  # (tiles done, tiles total)
+
+
+def tile_slicers(image_shape: Sequence[int], patch_size: Sequence[int], tile_step_size: float) -> list[tuple]:
+    """Spatial slicers of every tile, in nnU-Net's order. A 2D patch on a 3D image tiles each slice."""
+    if len(patch_size) == len(image_shape):
+        steps = compute_steps_for_sliding_window(tuple(image_shape), tuple(patch_size), tile_step_size)
+        return [tuple(slice(s, s + p) for s, p in zip(start, patch_size)) for start in itertools.product(*steps)]
+    if len(patch_size) == len(image_shape) - 1:
+        steps = compute_steps_for_sliding_window(tuple(image_shape[1:]), tuple(patch_size), tile_step_size)
+        return [(d, *(slice(s, s + p) for s, p in zip(start, patch_size)))
+                for d in range(image_shape[0]) for start in itertools.product(*steps)]
+    raise ValueError(f"patch {tuple(patch_size)} does not fit an image of {len(image_shape)} dimensions")
+
+
+def mirror_combinations(mirror_axes: Sequence[int] | None) -> list[tuple[int, ...]]:
+    """Flip-axis combinations (tensor dims of a batched input) in nnU-Net's order, unflipped first."""
+    if not mirror_axes:
+        return [()]
+    axes = [a + 2 for a in mirror_axes]
+    return [()] + [c for i in range(len(axes)) for c in itertools.combinations(axes, i + 1)]
+
+
+def predict_tile(network: Network, x: torch.Tensor, flips: list[tuple[int, ...]], batch_mirrors: bool) -> torch.Tensor:
+    """Network logits for one tile, averaged over mirrored copies in nnU-Net's summation order."""
+    if batch_mirrors and len(flips) > 1:
+        outputs = network(torch.cat([torch.flip(x, f) if f else x for f in flips]))
+        prediction = outputs[0:1].clone()
+        for i, f in enumerate(flips[1:], start=1):
+            prediction += torch.flip(outputs[i:i + 1], f)
+    else:
+        prediction = network(x)
+        for f in flips[1:]:
+            prediction += torch.flip(network(torch.flip(x, f)), f)
+    if len(flips) > 1:
+        prediction /= len(flips)
+    return prediction
+
+
+@torch.inference_mode()
+def predict_logits(
+    image: torch.Tensor,
+    networks: Sequence[Network],
+    num_classes: int,
+    patch_size: Sequence[int],
+    tile_step_size: float = 0.5,
+    mirror_axes: Sequence[int] | None = None,
+    use_gaussian: bool = True,
+    accumulate_device: torch.device | None = None,
+    accumulate_dtype: torch.dtype = torch.float16,
+    autocast: bool | None = None,
+    batch_mirrors: bool | None = None,
+    on_tile: TileCallback | None = None,
+) -> torch.Tensor:
+    """Fold-averaged logits (num_classes, *image.shape[1:]) for `image` (channels, *spatial).
+
+    Tiles are cut from `image` on its own device (the compute device); the networks must live there too.
+    Accumulators live on `accumulate_device` (default: the compute device). `autocast` (default: on for
+    CUDA) runs the networks under float16 autocast as nnU-Net does. `batch_mirrors` (default: on for CUDA)
+    runs all mirrored copies of a tile as one batch.
+    """
+    compute_device = image.device
+    accumulate_device = accumulate_device or compute_device
+    cuda = compute_device.type == "cuda"
+    autocast = cuda if autocast is None else autocast
+    batch_mirrors = cuda if batch_mirrors is None else batch_mirrors
+
+    data, revert_padding = pad_nd_image(image, tuple(patch_size), "constant", {"value": 0}, True, None)
+    spatial = data.shape[1:]
+    slicers = tile_slicers(spatial, patch_size, tile_step_size)
+    flips = mirror_combinations(mirror_axes)
+
+    half = accumulate_dtype == torch.float16
+    weight_dtype = torch.float16 if half else torch.float32
+    gaussian = (compute_gaussian(tuple(patch_size), sigma_scale=1.0 / 8, value_scaling_factor=10,
+                                 dtype=weight_dtype, device=accumulate_device) if use_gaussian else None)
+    per_fold = half and len(networks) > 1
+    n_acc = len(networks) if per_fold else 1
+    accumulators = [torch.zeros((num_classes, *spatial), dtype=accumulate_dtype, device=accumulate_device)
+                    for _ in range(n_acc)]
+    weight_sum = torch.zeros(spatial, dtype=weight_dtype, device=accumulate_device)
+
+    amp = torch.autocast(compute_device.type, dtype=torch.float16) if autocast else nullcontext()
+    with amp:
+        for t, sl in enumerate(slicers):
+            x = data[(slice(None), *sl)][None].contiguous()
+            for f, network in enumerate(networks):
+                prediction = predict_tile(network, x, flips, batch_mirrors)[0].to(accumulate_device)
+                if gaussian is not None:
+                    prediction *= gaussian
+                accumulators[f if per_fold else 0][(slice(None), *sl)] += prediction
+            weight_sum[sl] += gaussian if gaussian is not None else 1
+            if on_tile is not None:
+                on_tile(t + 1, len(slicers))
+
+    if per_fold:
+        # nnU-Net: each fold divided by the weight sum, fold results summed, then divided by the fold count
+        logits = None
+        for acc in accumulators:
+            torch.div(acc, weight_sum, out=acc)
+            logits = acc if logits is None else logits.add_(acc)
+        logits /= len(networks)
+    else:
+        logits = accumulators[0]
+        logits /= weight_sum
+        if len(networks) > 1:
+            logits /= len(networks)
+    if torch.isinf(logits).any():
+        raise FloatingPointError("infinite logits: the float16 accumulator overflowed; use float32 accumulation")
+    return logits[(slice(None), *revert_padding[1:])]

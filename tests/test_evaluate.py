@@ -1,0 +1,518 @@
+"""Tests for panther_ensemble.evaluate: PANTHER metric semantics around DeepMind's surface-distance."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+import SimpleITK as sitk
+
+from panther_ensemble import cli
+from panther_ensemble import evaluate as ev
+from panther_ensemble.errors import InputError
+
+import surface_distance  # patched in place by the evaluate import above (module globals, order-independent)
+
+SPACING = (3.0, 1.1875, 0.8)  # (z, y, x), deliberately anisotropic and with three different values
+
+# Surfel areas of surface-distance's 2x2x2 neighbourhood table for spacing 1 (by geometry):
+CORNER = math.sqrt(3) / 4 * 0.5  # corner triangle, side sqrt(0.5): sqrt(3)/4 * 0.5 = 0.21650635
+EDGE = math.sqrt(0.5)            # edge strip 1 x sqrt(0.5)
+FACE = 1.0                       # face square 1 x 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------------------
+def blob(shape, seed, threshold=0.56, sigma=2.0):
+    """A random-ish smooth blob mask (several lumps, irregular surface)."""
+    rng = np.random.default_rng(seed)
+    field = ndi.gaussian_filter(rng.random(shape), sigma)
+    field = (field - field.min()) / (field.max() - field.min())
+    return field > threshold
+
+
+def reference(pred: np.ndarray, gt: np.ndarray, spacing) -> dict:
+    """The metrics straight from surface-distance on the full arrays (no cropping, no special cases)."""
+    d = surface_distance.compute_surface_distances(gt, pred, spacing)
+    a, b = surface_distance.compute_average_surface_distance(d)
+    return {"dice": surface_distance.compute_dice_coefficient(gt, pred),
+            "surface_dice_5mm": surface_distance.compute_surface_dice_at_tolerance(d, 5.0),
+            "hd95": surface_distance.compute_robust_hausdorff(d, 95.0),
+            "masd": (a + b) / 2}
+
+
+def write_mha(path: Path, arr: np.ndarray, spacing_zyx=SPACING, origin=(10.0, -20.0, 5.0)) -> Path:
+    img = sitk.GetImageFromArray(np.asarray(arr, np.uint8))
+    img.SetSpacing(tuple(float(s) for s in spacing_zyx[::-1]))
+    img.SetOrigin(origin)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(img, str(path))
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the numpy-2 / scipy shim
+# ----------------------------------------------------------------------------------------------------------
+def test_shim_makes_surface_distance_work_on_numpy2_without_touching_numpy():
+    a = np.zeros((5, 5, 5), bool)
+    a[2, 2, 2] = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no scipy.ndimage.filters/morphology DeprecationWarning either
+        # one empty mask: this path uses np.Inf, which NumPy 2 removed (AttributeError without the shim)
+        d = surface_distance.compute_surface_distances(a, np.zeros_like(a), (1.0, 1.0, 1.0))
+        assert np.isinf(d["distances_gt_to_pred"]).all() and len(d["distances_gt_to_pred"]) == 8
+        assert surface_distance.compute_robust_hausdorff(d, 95) == math.inf
+        # both empty: np.NaN
+        assert math.isnan(surface_distance.compute_dice_coefficient(np.zeros_like(a), np.zeros_like(a)))
+    if int(np.__version__.split(".")[0]) >= 2:
+        assert not hasattr(np, "Inf")  # the aliases live only inside surface_distance.metrics
+    assert surface_distance.metrics.np.zeros is np.zeros
+
+
+# ----------------------------------------------------------------------------------------------------------
+# against surface-distance directly
+# ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matches_surface_distance_on_blobs_anisotropic(seed):
+    shape = (20, 40, 44)
+    gt = blob(shape, seed)
+    pred = blob(shape, seed + 100)
+    assert gt.any() and pred.any() and (gt & pred).any()
+    ours = ev.case_metrics(pred, gt, SPACING)
+    ref = reference(pred, gt, SPACING)
+    for k, v in ref.items():
+        assert ours[k] == pytest.approx(v, rel=1e-12, abs=1e-12), k
+    voxel = SPACING[0] * SPACING[1] * SPACING[2]
+    assert ours["pred_volume_mm3"] == pytest.approx(pred.sum() * voxel)
+    assert ours["gt_volume_mm3"] == pytest.approx(gt.sum() * voxel)
+    # official mode = surface-distance with the spacing reversed; Dice and volumes unchanged
+    off = ev.case_metrics(pred, gt, SPACING, official=True)
+    ref_off = reference(pred, gt, SPACING[::-1])
+    for k, v in ref_off.items():
+        assert off[k] == pytest.approx(v, rel=1e-12, abs=1e-12), k
+    assert off["hd95"] != pytest.approx(ours["hd95"])  # the anisotropy swap matters on these blobs
+    assert off["pred_volume_mm3"] == ours["pred_volume_mm3"]
+
+
+def test_labels_and_value_encodings():
+    shape = (16, 30, 30)
+    tum, pred = blob(shape, 5), blob(shape, 6)
+    gt = np.where(ndi.binary_dilation(tum, iterations=3), 2, 0).astype(np.uint8)  # pancreas around
+    gt[tum] = 1
+    ref = ev.case_metrics(pred, tum, SPACING)
+    # label 2 (pancreas) is background for the metrics; uint8 {0,1} and {0,255} predictions are the same mask
+    assert ev.case_metrics(pred.astype(np.uint8), gt, SPACING) == ref
+    assert ev.case_metrics(pred.astype(np.uint8) * 255, gt, SPACING) == ref
+    assert ev.case_metrics(pred.astype(np.float32), gt, SPACING) == ref
+
+
+def test_cropping_does_not_change_results():
+    small_gt, small_pred = blob((14, 24, 26), 7), blob((14, 24, 26), 8)
+    big = (40, 70, 80)
+    gt = np.zeros(big, bool)
+    pred = np.zeros(big, bool)
+    gt[9:23, 30:54, 41:67] = small_gt
+    pred[9:23, 30:54, 41:67] = small_pred
+    full = ev.case_metrics(pred, gt, SPACING)
+    assert full == ev.case_metrics(small_pred, small_gt, SPACING, full_shape=big)
+    # the joint bounding box crop inside case_metrics is invisible against the un-cropped library call
+    ref = reference(pred, gt, SPACING)
+    for k, v in ref.items():
+        assert full[k] == pytest.approx(v, rel=1e-12, abs=1e-12)
+    # a mask touching the array border: margin clipping must not alter anything either
+    gt2, pred2 = np.zeros((10, 12, 12), bool), np.zeros((10, 12, 12), bool)
+    gt2[0:4, 0:5, 7:12] = True
+    pred2[0:5, 1:5, 8:12] = True
+    ref2 = reference(pred2, gt2, SPACING)
+    got2 = ev.case_metrics(pred2, gt2, SPACING)
+    for k, v in ref2.items():
+        assert got2[k] == pytest.approx(v, rel=1e-12, abs=1e-12)
+    # far-apart masks: the crop must be the JOINT box (a box around either mask alone loses the other)
+    gt3, pred3 = np.zeros((30, 40, 40), bool), np.zeros((30, 40, 40), bool)
+    gt3[2:6, 3:9, 4:8] = True
+    pred3[20:27, 25:37, 30:36] = True
+    ref3 = reference(pred3, gt3, SPACING)
+    got3 = ev.case_metrics(pred3, gt3, SPACING)
+    assert ref3["hd95"] > 20
+    for k, v in ref3.items():
+        assert got3[k] == pytest.approx(v, rel=1e-12, abs=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# hand-computed tiny cases
+# ----------------------------------------------------------------------------------------------------------
+def test_two_single_voxels_by_hand():
+    # gt voxel at (z, y, x) = (2, 2, 2), pred at (3, 2, 2): neighbours along z, spacing (z, y, x) = (3, 1, 0.7).
+    # surface-distance puts surface points on voxel corners: gt corners at z = 1.5, 2.5; pred at z = 2.5, 3.5
+    # (index units), same y and x. The 4 gt corners at z = 2.5 coincide with pred corners (distance 0); the 4
+    # at z = 1.5 are one z-step (3 mm) from the nearest pred corner. All 8 corner surfels have the same area
+    # (mirror images), so: HD95 = 3 mm (95 % of the area is reached only at the last, 3 mm, group);
+    # mean distance each way = (4 * 0 + 4 * 3) / 8 = 1.5 mm -> MASD 1.5; every distance <= 5 mm -> surface
+    # Dice 1; no overlap -> Dice 0; volume = 1 voxel * 3 * 1 * 0.7 = 2.1 mm^3 each.
+    gt = np.zeros((6, 6, 6), np.uint8)
+    pred = np.zeros((6, 6, 6), np.uint8)
+    gt[2, 2, 2] = 1
+    pred[3, 2, 2] = 1
+    m = ev.case_metrics(pred, gt, (3.0, 1.0, 0.7))
+    assert m["dice"] == 0.0
+    assert m["surface_dice_5mm"] == pytest.approx(1.0)
+    assert m["hd95"] == pytest.approx(3.0)
+    assert m["masd"] == pytest.approx(1.5)
+    assert m["pred_volume_mm3"] == pytest.approx(2.1)
+    assert m["gt_volume_mm3"] == pytest.approx(2.1)
+
+
+def test_official_spacing_order_changes_hd95_by_hand():
+    # Same two voxels. Official mode hands surface-distance SimpleITK's (x, y, z) = (0.7, 1, 3) with the
+    # (z, y, x) arrays, so axis 0 (z) gets 0.7 mm: the z-step is 0.7 mm -> HD95 = 0.7, MASD = 4*0.7/8 = 0.35.
+    # Volumes are order-independent (3 * 1 * 0.7 = 2.1).
+    gt = np.zeros((6, 6, 6), np.uint8)
+    pred = np.zeros((6, 6, 6), np.uint8)
+    gt[2, 2, 2] = 1
+    pred[3, 2, 2] = 1
+    m = ev.case_metrics(pred, gt, (3.0, 1.0, 0.7), official=True)
+    assert m["hd95"] == pytest.approx(0.7)
+    assert m["masd"] == pytest.approx(0.35)
+    assert m["pred_volume_mm3"] == pytest.approx(2.1)
+    # a shift along x instead: correct mode 0.7 mm, official mode 3 mm
+    pred_x = np.zeros((6, 6, 6), np.uint8)
+    pred_x[2, 2, 3] = 1
+    assert ev.case_metrics(pred_x, gt, (3.0, 1.0, 0.7))["hd95"] == pytest.approx(0.7)
+    assert ev.case_metrics(pred_x, gt, (3.0, 1.0, 0.7), official=True)["hd95"] == pytest.approx(3.0)
+
+
+def test_two_cubes_shifted_by_one_voxel_by_hand():
+    # gt: 2x2x2 cube; pred: the same cube shifted by one voxel along x; isotropic spacing 2 mm.
+    # Dice = 2 * 4 / (8 + 8) = 0.5. Volume = 8 voxels * 8 mm^3 = 64 mm^3 each.
+    # Surface points of a 2x2x2 cube: the 3x3x3 corner grid minus its centre = 26 points: 8 cube corners
+    # (area CORNER), 12 edge midpoints (EDGE), 6 face centres (FACE); in index units, total area
+    # 8*0.2165 + 12*0.7071 + 6*1 = 16.2173. gt -> pred: the 9 points of gt's -x face (4 corners, 4 edges,
+    # 1 face) are one step from pred's surface, and so is gt's +x face centre (it is pred's interior centre);
+    # the other 16 points lie on pred's surface (distance 0). Far area = 4*0.2165 + 4*0.7071 + 1 + 1 = 5.6945.
+    # Mean gt->pred = 5.6945 / 16.2173 * 2 mm = 0.70227 mm; pred->gt is the mirror image, so MASD = 0.70227.
+    # HD95: the 0-distance share is 1 - 0.3511 < 0.95, so the 95th percentile is the 1-step group = 2 mm.
+    # Surface Dice @ 5 mm: every distance (0 or 2 mm) is within tolerance -> 1.
+    gt = np.zeros((6, 6, 6), np.uint8)
+    pred = np.zeros((6, 6, 6), np.uint8)
+    gt[1:3, 1:3, 1:3] = 1
+    pred[1:3, 1:3, 2:4] = 1
+    m = ev.case_metrics(pred, gt, (2.0, 2.0, 2.0))
+    far = 4 * CORNER + 4 * EDGE + 2 * FACE
+    total = 8 * CORNER + 12 * EDGE + 6 * FACE
+    assert m["dice"] == pytest.approx(0.5)
+    assert m["masd"] == pytest.approx(far / total * 2.0, rel=1e-8)
+    assert m["masd"] == pytest.approx(0.70227, abs=1e-5)
+    assert m["hd95"] == pytest.approx(2.0)
+    assert m["surface_dice_5mm"] == pytest.approx(1.0)
+    assert m["pred_volume_mm3"] == pytest.approx(64.0)
+    # identical masks: perfect scores
+    same = ev.case_metrics(gt, gt, (2.0, 2.0, 2.0))
+    assert same["dice"] == 1.0 and same["surface_dice_5mm"] == 1.0 and same["hd95"] == 0.0 and same["masd"] == 0.0
+
+
+def test_surface_dice_tolerance_is_five_mm_inclusive():
+    # single voxels shifted by one step along z: the far group is exactly the z spacing away.
+    # spacing z = 5.0 -> distance 5.0 <= 5 -> surface Dice 1; z = 5.5 -> far half (4 of 8 equal corners,
+    # on both sides) is outside -> (4 + 4) / (8 + 8) = 0.5.
+    gt = np.zeros((5, 5, 5), np.uint8)
+    pred = np.zeros((5, 5, 5), np.uint8)
+    gt[2, 2, 2] = 1
+    pred[3, 2, 2] = 1
+    assert ev.case_metrics(pred, gt, (5.0, 1.0, 1.0))["surface_dice_5mm"] == pytest.approx(1.0)
+    assert ev.case_metrics(pred, gt, (5.5, 1.0, 1.0))["surface_dice_5mm"] == pytest.approx(0.5)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# special cases
+# ----------------------------------------------------------------------------------------------------------
+SHAPE = (4, 5, 6)
+DIAG = math.sqrt((4 * 3.0) ** 2 + (5 * 1.0) ** 2 + (6 * 0.5) ** 2)      # sqrt(144 + 25 + 9) = sqrt(178)
+DIAG_OFFICIAL = math.sqrt((4 * 0.5) ** 2 + (5 * 1.0) ** 2 + (6 * 3.0) ** 2)  # (z,y,x) shape x (x,y,z) spacing
+SP = (3.0, 1.0, 0.5)
+
+
+@pytest.mark.parametrize("official, diag", [(False, DIAG), (True, DIAG_OFFICIAL)])
+def test_uniform_zero_prediction(official, diag):
+    gt = np.zeros(SHAPE, np.uint8)
+    gt[1:3, 1:3, 1:3] = 1
+    m = ev.case_metrics(np.zeros(SHAPE, np.uint8), gt, SP, official)
+    assert m == {"dice": 0.0, "surface_dice_5mm": 0.0, "hd95": pytest.approx(diag), "masd": pytest.approx(diag),
+                 "pred_volume_mm3": 0.0, "gt_volume_mm3": pytest.approx(8 * 1.5)}
+    assert DIAG != pytest.approx(DIAG_OFFICIAL)
+
+
+@pytest.mark.parametrize("official, diag", [(False, DIAG), (True, DIAG_OFFICIAL)])
+def test_uniform_one_prediction(official, diag):
+    gt = np.zeros(SHAPE, np.uint8)
+    gt[1:3, 1:3, 1:3] = 1
+    m = ev.case_metrics(np.ones(SHAPE, np.uint8), gt, SP, official)
+    # all-ones scores like all-zeros, and its predicted volume is 0 (as the official script records it)
+    assert m["dice"] == 0.0 and m["surface_dice_5mm"] == 0.0 and m["pred_volume_mm3"] == 0.0
+    assert m["hd95"] == pytest.approx(diag) and m["masd"] == pytest.approx(diag)
+
+
+@pytest.mark.parametrize("official", [False, True])
+def test_uniform_rule_uses_full_image_when_cropped(official):
+    gt = np.zeros((3, 3, 3), np.uint8)
+    gt[1, 1, 1] = 1
+    full = (20, 30, 40)
+    m0 = ev.case_metrics(np.zeros((3, 3, 3), np.uint8), gt, SP, official, full_shape=full)
+    assert m0["hd95"] == pytest.approx(ev.image_diagonal_mm(full, SP, official))
+    assert m0["hd95"] != pytest.approx(ev.image_diagonal_mm((3, 3, 3), SP, official))
+    # all ones inside a crop is not uniform in the full image (outside the crop is background)
+    m1 = ev.case_metrics(np.ones((3, 3, 3), np.uint8), gt, SP, official, full_shape=full)
+    assert m1["pred_volume_mm3"] == pytest.approx(27 * 1.5)
+    assert 0 < m1["dice"] < 1
+
+
+@pytest.mark.parametrize("official", [False, True])
+def test_three_values_and_non_binary_predictions_are_errors(official):
+    gt = np.zeros(SHAPE, np.uint8)
+    gt[1, 1, 1] = 1
+    three = np.zeros(SHAPE, np.uint8)
+    three[0, 0, 0], three[1, 1, 1] = 1, 2
+    with pytest.raises(InputError, match=r"^pred_case7\.mha: prediction must be binary.*3 distinct values \[0, 1, 2\]"):
+        ev.case_metrics(three, gt, SP, official, pred_name="pred_case7.mha")
+    for bad in (np.where(three == 0, 1, 2), np.full(SHAPE, 255), np.full(SHAPE, np.nan)):
+        with pytest.raises(InputError):
+            ev.case_metrics(bad, gt, SP, official)
+
+
+@pytest.mark.parametrize("official, diag", [(False, DIAG), (True, DIAG_OFFICIAL)])
+def test_empty_ground_truth(official, diag):
+    gt = np.zeros(SHAPE, np.uint8)
+    gt[0] = 2  # pancreas only, no tumour
+    pred = np.zeros(SHAPE, np.uint8)
+    pred[1:3, 1:3, 1:3] = 1
+    # surface-distance alone gives non-finite numbers here (that is why we define the case)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ref = reference(pred.astype(bool), gt == 1, ev.surface_spacing(SP, official))
+    assert math.isinf(ref["hd95"]) and math.isnan(ref["masd"]) and ref["dice"] == 0.0
+    m = ev.case_metrics(pred, gt, SP, official)
+    assert m == {"dice": 0.0, "surface_dice_5mm": 0.0, "hd95": pytest.approx(diag), "masd": pytest.approx(diag),
+                 "pred_volume_mm3": pytest.approx(8 * 1.5), "gt_volume_mm3": 0.0}
+    # empty prediction on empty ground truth is still a uniform prediction: the penalty, as officially
+    e = ev.case_metrics(np.zeros(SHAPE, np.uint8), gt, SP, official)
+    assert e["dice"] == 0.0 and e["hd95"] == pytest.approx(diag) and e["gt_volume_mm3"] == 0.0
+    assert all(math.isfinite(v) for v in {**m, **e}.values())
+
+
+def test_bad_arrays():
+    gt = np.zeros(SHAPE, np.uint8)
+    with pytest.raises(InputError, match="differs from gt.mha"):
+        ev.case_metrics(np.zeros((4, 5, 7), np.uint8), gt, SP, pred_name="p.mha", gt_name="gt.mha")
+    with pytest.raises(InputError, match="ground truth labels"):
+        ev.case_metrics(np.ones(SHAPE, np.uint8), np.full(SHAPE, 255, np.uint8), SP)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# aggregate and ranking
+# ----------------------------------------------------------------------------------------------------------
+def test_aggregate_mean_and_rmse():
+    cases = {"a": {"dice": 0.5, "surface_dice_5mm": 0.6, "hd95": 10.0, "masd": 2.0,
+                   "pred_volume_mm3": 100.0, "gt_volume_mm3": 130.0},
+             "b": {"dice": 0.7, "surface_dice_5mm": 1.0, "hd95": 4.0, "masd": 1.0,
+                   "pred_volume_mm3": 50.0, "gt_volume_mm3": 10.0}}
+    agg = ev.aggregate(cases)
+    # RMSE = sqrt(((100-130)^2 + (50-10)^2) / 2) = sqrt((900 + 1600) / 2) = sqrt(1250)
+    assert agg == {"dice": pytest.approx(0.6), "surface_dice_5mm": pytest.approx(0.8), "hd95": 7.0,
+                   "masd": 1.5, "volume_rmse_mm3": pytest.approx(math.sqrt(1250))}
+    with pytest.raises(ValueError):
+        ev.aggregate({})
+
+
+def test_rank_table_directions_and_ties():
+    aggs = {
+        "A": {"dice": 0.70, "surface_dice_5mm": 0.90, "hd95": 9.0, "masd": 2.0, "volume_rmse_mm3": 9000.0},
+        "B": {"dice": 0.70, "surface_dice_5mm": 0.80, "hd95": 8.0, "masd": 3.0, "volume_rmse_mm3": 9000.0},
+        "C": {"dice": 0.60, "surface_dice_5mm": 0.95, "hd95": 20.0, "masd": 1.0, "volume_rmse_mm3": 5000.0},
+    }
+    rows = {r["name"]: r for r in ev.rank_table(aggs)}
+    # Dice up: A, B tie at 0.70 -> both 1, C 3. sDice up: C 1, A 2, B 3. HD95 down: B 1, A 2, C 3.
+    # MASD down: C 1, A 2, B 3. RMSE down: C 1, A and B tie -> 2, 2.
+    assert [rows[n]["rank_dice"] for n in "ABC"] == [1, 1, 3]
+    assert [rows[n]["rank_surface_dice_5mm"] for n in "ABC"] == [2, 3, 1]
+    assert [rows[n]["rank_hd95"] for n in "ABC"] == [2, 1, 3]
+    assert [rows[n]["rank_masd"] for n in "ABC"] == [2, 3, 1]
+    assert [rows[n]["rank_volume_rmse_mm3"] for n in "ABC"] == [2, 2, 1]
+    # mean ranks: A (1+2+2+2+2)/5 = 1.8, B (1+3+1+3+2)/5 = 2.0, C (3+1+3+1+1)/5 = 1.8 -> A, C share 1st
+    assert [rows[n]["mean_rank"] for n in "ABC"] == [pytest.approx(1.8), pytest.approx(2.0), pytest.approx(1.8)]
+    assert [r["name"] for r in ev.rank_table(aggs)] == ["A", "C", "B"]
+    assert [rows[n]["position"] for n in "ABC"] == [1, 3, 1]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# command line, end to end on .mha files
+# ----------------------------------------------------------------------------------------------------------
+@pytest.fixture()
+def dataset(tmp_path):
+    shape = (12, 28, 30)
+    gts, preds = {}, {}
+    for i in range(3):
+        tum = blob(shape, 20 + i, threshold=0.6)
+        gt = np.where(ndi.binary_dilation(tum, iterations=2), 2, 0).astype(np.uint8)
+        gt[tum] = 1
+        gts[f"case_{i}"] = gt
+        preds[f"case_{i}"] = ndi.binary_dilation(tum, iterations=1) if i != 1 else ndi.binary_erosion(tum)
+    preds["case_2"] = np.zeros(shape, bool)  # uniform prediction -> penalty
+    for cid, g in gts.items():
+        write_mha(tmp_path / "gt" / f"{cid}.mha", g)
+        write_mha(tmp_path / "A" / f"{cid}.mha", preds[cid])
+        write_mha(tmp_path / "B" / f"{cid}.nii.gz", preds[cid])  # same masks as A: a deliberate tie
+        write_mha(tmp_path / "C" / f"{cid}.mha", ndi.binary_dilation(preds[cid], iterations=2))
+    (tmp_path / "A" / "notes.txt").write_text("ignored\n")
+    return tmp_path, gts, preds
+
+
+def run_cli(argv, capsys):
+    rc = cli.main(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_cli_single_folder(dataset, capsys):
+    root, gts, preds = dataset
+    rc, out, err = run_cli(["evaluate", "--pred", str(root / "A"), "--gt", str(root / "gt"),
+                            "--out", str(root / "res")], capsys)
+    assert rc == 0, err
+    doc = json.loads((root / "res" / "metrics.json").read_text())
+    assert sorted(doc["cases"]) == ["case_0", "case_1", "case_2"]
+    assert set(doc["aggregate"]) == set(ev.AGGREGATE_KEYS)
+    for cid in doc["cases"]:
+        assert set(doc["cases"][cid]) == set(ev.CASE_KEYS)
+        expect = ev.case_metrics(preds[cid], gts[cid], SPACING)
+        for k in ev.CASE_KEYS:
+            assert doc["cases"][cid][k] == pytest.approx(expect[k], rel=1e-6), (cid, k)
+    assert doc["cases"]["case_2"]["pred_volume_mm3"] == 0.0
+    diag = math.dist((0, 0, 0), (12 * 3.0, 28 * 1.1875, 30 * 0.8))
+    assert doc["cases"]["case_2"]["hd95"] == pytest.approx(diag, rel=1e-6)
+    assert doc["aggregate"]["hd95"] == pytest.approx(np.mean([doc["cases"][c]["hd95"] for c in doc["cases"]]))
+    assert doc["meta"]["official"] is False
+    rows = list(csv.DictReader((root / "res" / "metrics.csv").read_text().splitlines()))
+    assert [r["case"] for r in rows] == ["case_0", "case_1", "case_2", "aggregate"]
+    assert float(rows[0]["dice"]) == pytest.approx(doc["cases"]["case_0"]["dice"])
+    assert float(rows[-1]["volume_rmse_mm3"]) == pytest.approx(doc["aggregate"]["volume_rmse_mm3"])
+    png = (root / "res" / "metrics.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20000
+    assert "case_1" in out and "mean / RMSE" in out
+
+    # official mode: the same Dice/volumes, different distances on anisotropic data
+    rc, out, err = run_cli(["evaluate", "--pred", str(root / "A"), "--gt", str(root / "gt"), "--official",
+                            "--out", str(root / "res_off")], capsys)
+    assert rc == 0, err
+    off = json.loads((root / "res_off" / "metrics.json").read_text())
+    assert off["meta"]["official"] is True
+    assert off["cases"]["case_0"]["dice"] == doc["cases"]["case_0"]["dice"]
+    assert off["cases"]["case_2"]["hd95"] == pytest.approx(
+        math.dist((0, 0, 0), (12 * 0.8, 28 * 1.1875, 30 * 3.0)), rel=1e-6)
+    assert off["cases"]["case_0"]["hd95"] != pytest.approx(doc["cases"]["case_0"]["hd95"])
+
+
+def test_cli_leaderboard_with_tie(dataset, capsys):
+    root, _, _ = dataset
+    rc, out, err = run_cli(["evaluate", "--pred", str(root / "A"), str(root / "B"), str(root / "C"),
+                            "--names", "alpha", "beta", "gamma", "--gt", str(root / "gt"),
+                            "--out", str(root / "lb")], capsys)
+    assert rc == 0, err
+    board = json.loads((root / "lb" / "leaderboard.json").read_text())["leaderboard"]
+    by = {r["name"]: r for r in board}
+    for k in ev.AGGREGATE_KEYS:  # A and B hold identical masks (.mha vs .nii.gz): tied on every metric
+        assert by["alpha"][f"rank_{k}"] == by["beta"][f"rank_{k}"], k
+        assert by["alpha"][k] == by["beta"][k]
+    assert by["alpha"]["mean_rank"] == by["beta"]["mean_rank"]
+    assert by["alpha"]["position"] == by["beta"]["position"]
+    expect = ev.rank_table({n: {k: by[n][k] for k in ev.AGGREGATE_KEYS} for n in by})
+    assert board == expect
+    assert [r["mean_rank"] for r in board] == sorted(r["mean_rank"] for r in board)
+    lb_csv = list(csv.DictReader((root / "lb" / "leaderboard.csv").read_text().splitlines()))
+    assert [r["name"] for r in lb_csv] == [r["name"] for r in board]
+    assert (root / "lb" / "leaderboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for n in ("alpha", "beta", "gamma"):
+        assert (root / "lb" / n / "metrics.json").is_file()
+    assert "alpha" in out and "gamma" in out and "mean rank" in out
+
+
+def _bad_run(root, capsys, pred_dir, *extra):
+    rc, out, err = run_cli(["evaluate", "--pred", str(pred_dir), "--gt", str(root / "gt"), *extra], capsys)
+    lines = err.strip().splitlines()
+    return rc, lines
+
+
+def test_cli_three_values_error(dataset, capsys):
+    root, gts, preds = dataset
+    bad = (root / "bad3")
+    for cid in gts:
+        arr = preds[cid].astype(np.uint8)
+        if cid == "case_1":
+            arr[0, 0, 0] = 2
+        write_mha(bad / f"{cid}.mha", arr)
+    rc, lines = _bad_run(root, capsys, bad)
+    assert rc == 2 and len(lines) == 1
+    assert str(bad / "case_1.mha") in lines[0] and "3 distinct values" in lines[0]
+
+
+def test_cli_size_mismatch_error(dataset, capsys):
+    root, gts, preds = dataset
+    bad = root / "badsize"
+    for cid in gts:
+        write_mha(bad / f"{cid}.mha", preds[cid] if cid != "case_0" else preds[cid][:, :, :-1])
+    rc, lines = _bad_run(root, capsys, bad)
+    assert rc == 2 and len(lines) == 1
+    assert str(bad / "case_0.mha") in lines[0] and str(root / "gt" / "case_0.mha") in lines[0]
+    assert "size" in lines[0]
+
+
+def test_cli_geometry_mismatch_error(dataset, capsys):
+    root, gts, preds = dataset
+    bad = root / "badorigin"
+    for cid in gts:
+        write_mha(bad / f"{cid}.mha", preds[cid], origin=(10.0, -20.0, 5.5) if cid == "case_2" else (10.0, -20.0, 5.0))
+    rc, lines = _bad_run(root, capsys, bad)
+    assert rc == 2 and len(lines) == 1 and "origin" in lines[0] and str(bad / "case_2.mha") in lines[0]
+
+
+def test_cli_missing_prediction(dataset, capsys):
+    root, gts, preds = dataset
+    part = root / "partial"
+    write_mha(part / "case_1.mha", preds["case_1"])
+    rc, lines = _bad_run(root, capsys, part)
+    assert rc == 2 and len(lines) == 1
+    assert str(part) in lines[0] and "case_0" in lines[0] and "case_2" in lines[0] and "case_1" not in lines[0]
+    # with the flag, missing cases score as empty (uniform) predictions
+    rc, lines = _bad_run(root, capsys, part, "--missing-as-empty", "--out", str(root / "res_part"))
+    assert rc == 0
+    doc = json.loads((root / "res_part" / "metrics.json").read_text())
+    assert doc["cases"]["case_0"]["dice"] == 0.0 and doc["cases"]["case_0"]["pred_volume_mm3"] == 0.0
+    assert doc["cases"]["case_1"]["dice"] > 0
+
+
+def test_duplicate_case_id_and_case_id_rules(tmp_path):
+    assert ev.case_id("abc.nii.gz") == "abc" and ev.case_id("x.y.MHA") == "x.y" and ev.case_id("n.nrrd") == "n"
+    assert ev.case_id("abc.nii") == "abc" and ev.case_id("notes.txt") is None and ev.case_id(".mha") is None
+    write_mha(tmp_path / "d" / "c1.mha", np.zeros((2, 2, 2)))
+    write_mha(tmp_path / "d" / "c1.nii.gz", np.zeros((2, 2, 2)))
+    with pytest.raises(InputError, match="two files for case 'c1'"):
+        ev.scan_folder(tmp_path / "d")
+
+
+def test_console_script_end_to_end(dataset):
+    root, _, _ = dataset
+    exe = Path(sys.executable).with_name("panther-ensemble")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "panther_ensemble.cli"]
+    ok = subprocess.run([*cmd, "evaluate", "--pred", str(root / "A"), "--gt", str(root / "gt")],
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "mean / RMSE" in ok.stdout
+    bad = subprocess.run([*cmd, "evaluate", "--pred", str(root / "nope"), "--gt", str(root / "gt")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [f"error: {root / 'nope'}: not a folder"]

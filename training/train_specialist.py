@@ -1,0 +1,85 @@
+"""Train one fold of one phantom specialist with real nnU-Net v2, then write its out-of-fold
+validation (segmentations + softmax probabilities .npz, and summary.json).
+
+The trainer class is imported directly (nnU-Net's lookup by name imports every trainer module and
+crashes with this CPU torch, see docs); source training/env.sh first.
+
+    python training/train_specialist.py --dataset 901 --trainer nnUNetTrainerPhantom --fold 0 \
+        --epochs 30 [--iters 50] [--pretrained path/to/checkpoint_final.pth] [--lr 0.01]
+"""
+
+import argparse
+import json
+import os
+import time
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dataset", required=True, help="dataset id or name")
+    ap.add_argument("--trainer", required=True, choices=["nnUNetTrainerPhantom", "nnUNetTrainerPhantomDA5"])
+    ap.add_argument("--fold", type=int, required=True)
+    ap.add_argument("--plans", default="nnUNetPlansPhantom")
+    ap.add_argument("--configuration", default="3d_fullres")
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--iters", type=int, default=None, help="iterations per epoch")
+    ap.add_argument("--val-iters", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=None, help="initial learning rate")
+    ap.add_argument("--pretrained", default=None, help="checkpoint whose weights initialise the network")
+    ap.add_argument("--skip-validation", action="store_true")
+    ap.add_argument("--mirror-validation", action="store_true",
+                    help="use test-time mirroring in the final validation (8x slower on CPU; off by default)")
+    a = ap.parse_args()
+
+    import torch
+    from batchgenerators.utilities.file_and_folder_operations import load_json, join
+    from nnunetv2.paths import nnUNet_preprocessed
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    import trainers
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    name = maybe_convert_to_dataset_name(a.dataset)
+    pre = join(nnUNet_preprocessed, name)
+    plans = load_json(join(pre, a.plans + ".json"))
+    dataset_json = load_json(join(pre, "dataset.json"))
+    plans["continue_training"] = False  # as nnU-Net's run_training does
+    cls = getattr(trainers, a.trainer)
+    tr = cls(plans=plans, configuration=a.configuration, fold=a.fold, dataset_json=dataset_json,
+             device=torch.device("cpu"))
+    if a.epochs is not None:
+        tr.num_epochs = a.epochs
+    if a.iters is not None:
+        tr.num_iterations_per_epoch = a.iters
+    if a.val_iters is not None:
+        tr.num_val_iterations_per_epoch = a.val_iters
+    if a.lr is not None:
+        tr.initial_lr = a.lr
+    tr.print_to_log_file(f"phantom schedule: {tr.num_epochs} epochs x {tr.num_iterations_per_epoch} iterations, "
+                         f"lr {tr.initial_lr}, pretrained {a.pretrained}")
+    if a.pretrained:
+        from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
+        tr.initialize()
+        load_pretrained_weights(tr.network, a.pretrained, verbose=False)
+    t0 = time.time()
+    tr.run_training()
+    t_train = time.time() - t0
+    if not a.skip_validation:
+        axes = tr.inference_allowed_mirroring_axes
+        if not a.mirror_validation:
+            tr.inference_allowed_mirroring_axes = None  # checkpoint_final already keeps the real axes
+        t1 = time.time()
+        tr.perform_actual_validation(save_probabilities=True)
+        tr.inference_allowed_mirroring_axes = axes
+        t_val = time.time() - t1
+    else:
+        t_val = 0.0
+    timing = {"train_s": round(t_train, 1), "validation_s": round(t_val, 1), "epochs": tr.num_epochs,
+              "iterations_per_epoch": tr.num_iterations_per_epoch, "lr": tr.initial_lr,
+              "pretrained": a.pretrained, "mirrored_validation": bool(a.mirror_validation)}
+    with open(join(tr.output_folder, "phantom_timing.json"), "w") as f:
+        json.dump(timing, f, indent=2)
+    print("TIMING", json.dumps(timing), flush=True)
+
+
+if __name__ == "__main__":
+    main()
