@@ -207,3 +207,11 @@ def synthetic_mri(shape=(20, 60, 70), spacing_zyx=(3.0, 1.2, 1.2), seed=0, zero_
     c, s = np.cos(0.3), np.sin(0.3)
     image.SetDirection((c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0))
     return image
+
+
+def plain_unet_arch_2d(features=(4, 8, 16)) -> dict:
+    arch = plain_unet_arch(features, kernel_sizes=[[3, 3]] * len(features),
+                           strides=[[1, 1]] + [[2, 2]] * (len(features) - 1))
+    arch["arch_kwargs"]["conv_op"] = "torch.nn.modules.conv.Conv2d"
+    arch["arch_kwargs"]["norm_op"] = "torch.nn.modules.instancenorm.InstanceNorm2d"
+    return arch

@@ -88,9 +88,10 @@ def read_image(path: Path | str) -> tuple[np.ndarray, Geometry]:
     if image.GetDimension() != 3:
         raise InputError(path, f"expected a 3D image, got {image.GetDimension()}D of size {image.GetSize()}")
     geometry = Geometry.of(image)
-    spacing = np.asarray(geometry.spacing_xyz)
+    declared = _declared_spacing(path)
+    spacing = np.asarray(declared if declared is not None else geometry.spacing_xyz)
     if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
-        raise InputError(path, f"spacing must be positive and finite, got {geometry.spacing_xyz}")
+        raise InputError(path, f"spacing must be positive and finite, got {tuple(float(s) for s in spacing)}")
     if min(geometry.size_xyz) < 1:
         raise InputError(path, f"empty image of size {geometry.size_xyz}")
     try:
@@ -106,6 +107,29 @@ def read_image(path: Path | str) -> tuple[np.ndarray, Geometry]:
     return array, geometry
 
 
+def _declared_spacing(path: Path) -> tuple[float, ...] | None:
+    """The spacing as written in the file header. ITK silently turns a negative MetaImage or NIfTI
+    spacing into a positive one with a flipped direction; a negative spacing is a broken file, so look."""
+    name = path.name.lower()
+    try:
+        if name.endswith((".mha", ".mhd")):
+            with open(path, "rb") as f:
+                for raw in f:
+                    key, _, value = raw.decode("latin-1").partition("=")
+                    if key.strip() in ("ElementSpacing", "ElementSize"):
+                        return tuple(float(v) for v in value.split())
+                    if key.strip() == "ElementDataFile":
+                        break
+        elif name.endswith((".nii", ".nii.gz")):
+            import nibabel
+
+            header = nibabel.load(str(path)).header
+            return tuple(float(v) for v in header["pixdim"][1:4])
+    except (OSError, ValueError, UnicodeError):
+        return None
+    return None
+
+
 def _first_itk_line(exc: Exception) -> str:
     # ITK errors are multi-line stack descriptions; the useful part is the 'Description' line.
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
@@ -118,37 +142,31 @@ def _first_itk_line(exc: Exception) -> str:
 def write_mask(mask: np.ndarray, geometry: Geometry, path: Path | str) -> Path:
     """Write a uint8 mask with the input's geometry, atomically.
 
-    The image is written under a hidden temporary name in the target folder and renamed into place, so a
-    crash, a full disk or a kill never leaves a half-written mask where the platform collects results.
+    The image is written into a hidden sibling folder of the target folder and renamed into place, so a
+    crash, a full disk or a kill never leaves a partial file in the folder the platform collects from.
     """
     path = Path(path)
     if mask.shape != geometry.shape_zyx:
         raise ValueError(f"mask shape {mask.shape} does not match the image shape {geometry.shape_zyx}")
+    _image_io_for(path)
     image = geometry.stamp(sitk.GetImageFromArray(np.ascontiguousarray(mask, dtype=np.uint8)))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    writer = sitk.ImageFileWriter()
-    writer.SetFileName(str(tmp))
-    writer.SetImageIO(_image_io_for(path))  # the temp name has no image suffix for ITK to go by
-    writer.SetUseCompression(True)
+    staging = path.parent.with_name(f".{path.parent.name}.partial-{os.getpid()}")
+    staging.mkdir(exist_ok=True)
+    tmp = staging / path.name
     try:
-        writer.Execute(image)
+        sitk.WriteImage(image, str(tmp), True)
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    finally:
+        for leftover in staging.iterdir():
+            leftover.unlink()
+        staging.rmdir()
     return path
 
 
-def _image_io_for(path: Path) -> str:
-    name = path.name.lower()
-    if name.endswith((".mha", ".mhd")):
-        return "MetaImageIO"
-    if name.endswith((".nii", ".nii.gz")):
-        return "NiftiImageIO"
-    if name.endswith(".nrrd"):
-        return "NrrdImageIO"
-    raise InputError(path, "output must be .mha, .nii.gz, .nii or .nrrd")
+def _image_io_for(path: Path) -> None:
+    if not path.name.lower().endswith((".mha", ".mhd", ".nii", ".nii.gz", ".nrrd")):
+        raise InputError(path, "output must be .mha, .nii.gz, .nii or .nrrd")
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -58,14 +59,13 @@ def load_checkpoint(path: Path) -> FoldCheckpoint:
         with torch.serialization.safe_globals(_allowed_checkpoint_globals()):
             raw = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        detail = " ".join(str(exc).split())
-        if "GLOBAL" in detail or "global" in detail:
-            # torch's message names the refused type; keep that part only
-            start = detail.find("Unsupported global")
-            detail = detail[start:].split(" was not an allowed global")[0] if start >= 0 else detail[:200]
-            raise InputError(path, f"refused to load: the checkpoint holds a type outside the allow-list "
-                                   f"({detail}); a checkpoint is a pickle, only load ones you trust") from None
-        raise InputError(path, f"cannot read checkpoint ({detail[:200]})") from None
+        found = re.search(r"GLOBAL\s+([\w.]+)", str(exc))
+        if found:
+            raise InputError(path, f"refused to load: the checkpoint holds {found.group(1)}, a type outside the "
+                                   "allow-list of nnU-Net checkpoint contents (a checkpoint is a pickle: only load "
+                                   "ones you trust)") from None
+        detail = " ".join(str(exc).split())[:200]
+        raise InputError(path, f"cannot read checkpoint ({detail})") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         detail = " ".join(str(exc).split())[:200]
         raise InputError(path, f"cannot read checkpoint, truncated or corrupt ({detail})") from None

@@ -1,0 +1,166 @@
+"""Reading images, geometry round trips, sockets, and the atomic write."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from panther_ensemble.errors import InputError
+from panther_ensemble.io import (Geometry, find_socket_input, output_mask_path, read_image, single_image_in,
+                                 write_mask)
+
+
+def write(path: Path, array: np.ndarray, spacing=(1.2, 1.2, 3.0), direction=None) -> Path:
+    image = sitk.GetImageFromArray(array)
+    if array.ndim == 3:
+        image.SetSpacing(spacing)
+        image.SetOrigin((10.5, -20.25, 300.0))
+        if direction is not None:
+            image.SetDirection(direction)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def rotation() -> tuple[float, ...]:
+    a, b = np.deg2rad(20), np.deg2rad(-35)
+    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
+    flip = np.diag([1, -1, 1])
+    return tuple((rz @ ry @ flip).ravel())
+
+
+def test_geometry_round_trip_non_identity_direction_anisotropic(tmp_path):
+    direction = rotation()
+    src = write(tmp_path / "in.mha", np.random.default_rng(0).normal(size=(7, 9, 11)).astype(np.float32),
+                spacing=(0.73, 1.31, 3.5), direction=direction)
+    array, geometry = read_image(src)
+    assert array.shape == (7, 9, 11) and array.dtype == np.float32
+    assert geometry.spacing_zyx == pytest.approx((3.5, 1.31, 0.73))
+    mask = (array > 0).astype(np.uint8)
+    out = write_mask(mask, geometry, tmp_path / "out" / "in.mha")
+    back = sitk.ReadImage(str(out))
+    assert back.GetPixelID() == sitk.sitkUInt8
+    assert back.GetSize() == (11, 9, 7)
+    np.testing.assert_allclose(back.GetSpacing(), (0.73, 1.31, 3.5))
+    np.testing.assert_allclose(back.GetOrigin(), (10.5, -20.25, 300.0))
+    np.testing.assert_allclose(back.GetDirection(), direction, atol=1e-12)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back), mask)
+    # the world position of a voxel is the same in input and output
+    src_img = sitk.ReadImage(str(src))
+    assert back.TransformIndexToPhysicalPoint((3, 4, 5)) == pytest.approx(src_img.TransformIndexToPhysicalPoint((3, 4, 5)))
+    assert [p.name for p in out.parent.iterdir()] == ["in.mha"]  # no temporary file left behind
+
+
+def test_write_mask_failure_leaves_nothing(tmp_path, monkeypatch):
+    geometry = Geometry((4, 3, 2), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+
+    def explode(self, image):
+        Path(self.GetFileName()).write_bytes(b"half a header")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(sitk.ImageFileWriter, "Execute", explode)
+    with pytest.raises(RuntimeError):
+        write_mask(np.zeros((2, 3, 4), np.uint8), geometry, tmp_path / "o" / "x.mha")
+    assert list((tmp_path / "o").iterdir()) == []
+
+
+def test_write_mask_rejects_wrong_shape(tmp_path):
+    geometry = Geometry((4, 3, 2), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    with pytest.raises(ValueError):
+        write_mask(np.zeros((3, 3, 4), np.uint8), geometry, tmp_path / "x.mha")
+    assert not (tmp_path / "x.mha").exists()
+
+
+def mha_with_header_edit(tmp_path: Path, name: str, old: str, new: str) -> Path:
+    src = write(tmp_path / f"src_{name}", np.ones((3, 4, 5), np.float32))
+    raw = src.read_bytes()
+    header_end = raw.index(b"ElementDataFile")
+    header = raw[:header_end].decode().replace(old, new)
+    path = tmp_path / name
+    path.write_bytes(header.encode() + raw[header_end:])
+    return path
+
+
+@pytest.mark.parametrize("case", ["missing", "not_an_image", "truncated", "2d", "4d", "vector", "nan", "inf",
+                                  "zero_spacing", "negative_spacing"])
+def test_bad_images_give_one_line_errors(tmp_path, case):
+    p = tmp_path / "bad.mha"
+    if case == "missing":
+        p = tmp_path / "nothing_here.mha"
+    elif case == "not_an_image":
+        p.write_text("this is not a MetaImage")
+    elif case == "truncated":
+        good = write(tmp_path / "good.mha", np.random.default_rng(0).normal(size=(20, 30, 40)).astype(np.float32))
+        sitk.WriteImage(sitk.ReadImage(str(good)), str(good), False)  # uncompressed, so cutting it is truncation
+        p.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    elif case == "2d":
+        write(p, np.ones((5, 6), np.float32))
+    elif case == "4d":
+        sitk.WriteImage(sitk.JoinSeries([sitk.GetImageFromArray(np.ones((3, 4, 5), np.float32))] * 2), str(p))
+    elif case == "vector":
+        sitk.WriteImage(sitk.GetImageFromArray(np.ones((3, 4, 5, 3), np.float32), isVector=True), str(p))
+    elif case in ("nan", "inf"):
+        a = np.ones((3, 4, 5), np.float32)
+        a[1, 2, 3] = np.nan if case == "nan" else np.inf
+        write(p, a)
+    elif case == "zero_spacing":
+        p = mha_with_header_edit(tmp_path, "bad.mha", "ElementSpacing = 1.2 1.2 3", "ElementSpacing = 1.2 0 3")
+    elif case == "negative_spacing":
+        p = mha_with_header_edit(tmp_path, "bad.mha", "ElementSpacing = 1.2 1.2 3", "ElementSpacing = 1.2 -1.2 3")
+    with pytest.raises(InputError) as err:
+        read_image(p)
+    message = str(err.value)
+    assert "\n" not in message
+    assert str(p) in message
+    expected = {"missing": "no such", "not_an_image": "cannot read", "truncated": "cannot read", "2d": "3D",
+                "4d": "3D", "vector": "scalar", "nan": "NaN", "inf": "infinite", "zero_spacing": "spacing",
+                "negative_spacing": "spacing"}[case]
+    assert expected in message
+
+
+def test_socket_from_inputs_json_and_folder(tmp_path):
+    img = tmp_path / "images" / "abdominal-t2-mri"
+    img.mkdir(parents=True)
+    write(img / "9f3c.mha", np.ones((3, 4, 5), np.float32))
+    found = find_socket_input(tmp_path)
+    assert (found.task, found.slug, found.image.name) == (2, "abdominal-t2-mri", "9f3c.mha")
+    (tmp_path / "inputs.json").write_text(json.dumps([{"interface": {"slug": "abdominal-t2-mri",
+                                                                     "relative_path": "images/abdominal-t2-mri"}}]))
+    assert find_socket_input(tmp_path).task == 2
+    assert output_mask_path("/output", found.image) == Path("/output/images/pancreatic-tumor-segmentation/9f3c.mha")
+
+
+@pytest.mark.parametrize("layout,expected", [
+    ("empty_socket", "no image"), ("two_images", "exactly one image"), ("no_socket", "no input socket"),
+    ("two_sockets", "more than one"), ("bad_json", "not valid JSON"), ("unknown_slug", "no known input socket")])
+def test_socket_errors(tmp_path, layout, expected):
+    t1 = tmp_path / "images" / "abdominal-t1-mri"
+    if layout != "no_socket":
+        t1.mkdir(parents=True)
+    if layout in ("two_images", "two_sockets", "bad_json", "unknown_slug"):
+        write(t1 / "a.mha", np.ones((3, 4, 5), np.float32))
+    if layout == "two_images":
+        write(t1 / "b.mha", np.ones((3, 4, 5), np.float32))
+    if layout == "two_sockets":
+        t2 = tmp_path / "images" / "abdominal-t2-mri"
+        t2.mkdir(parents=True)
+        write(t2 / "c.mha", np.ones((3, 4, 5), np.float32))
+    if layout == "bad_json":
+        (tmp_path / "inputs.json").write_text("[{")
+    if layout == "unknown_slug":
+        (tmp_path / "inputs.json").write_text(json.dumps([{"interface": {"slug": "ct-image"}}]))
+    with pytest.raises(InputError) as err:
+        find_socket_input(tmp_path)
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_hidden_and_non_image_files_are_ignored(tmp_path):
+    write(tmp_path / "a.mha", np.ones((3, 4, 5), np.float32))
+    (tmp_path / ".DS_Store").write_text("x")
+    (tmp_path / "notes.txt").write_text("x")
+    assert single_image_in(tmp_path).name == "a.mha"
