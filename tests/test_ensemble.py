@@ -90,8 +90,10 @@ def test_decision_rules():
     assert decide(probs, labels, "tumor", "threshold", 0.4).flatten().tolist() == [False, False, False, True]
 
 
-def test_a_label_without_weight_is_an_error():
-    acc = WeightedProbabilities(("background", "tumor"), (1, 1, 1), torch.device("cpu"))
-    acc.add("a", torch.ones((2, 1, 1, 1)) / 2, ("background", "tumor"), [[0, 1]] * 3, 1.0, {"tumor": 0.0})
-    with pytest.raises(ValueError, match="tumor"):
-        acc.probabilities()
+def test_a_label_without_weight_has_probability_zero():
+    acc = WeightedProbabilities(("background", "tumor", "pancreas"), (1, 1, 2), torch.device("cpu"))
+    acc.add("a", torch.tensor([0.2, 0.8]).view(2, 1, 1, 1).expand(2, 1, 1, 2), ("background", "tumor"),
+            [[0, 1], [0, 1], [0, 2]], 1.0)
+    out = acc.probabilities()
+    assert torch.all(out[2] == 0)
+    torch.testing.assert_close(out[1], torch.full((1, 1, 2), 0.8))

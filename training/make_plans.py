@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("dataset_id", type=int)
     ap.add_argument("spacing", type=float, nargs=3, help="target spacing z y x (mm)")
     ap.add_argument("--features", default="8,16,32,64")
-    ap.add_argument("--patch", default="32,96,96")
+    ap.add_argument("--patch", default="24,80,80")
     ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--plans-name", default="nnUNetPlansPhantom")
     ap.add_argument("--no-splits", action="store_true")

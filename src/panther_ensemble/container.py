@@ -65,6 +65,9 @@ def run(input_dir: Path, output_dir: Path, model_dir: Path, spec_path: Path | No
 
 
 def main(argv: list[str] | None = None, app_root: Path | None = None) -> int:
+    from .cpus import limit_thread_pools
+
+    limit_thread_pools()  # before numpy/torch load: a container sees the host's cores, not its quota
     app_root = Path(app_root or Path.cwd())
     args = build_parser(app_root).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

@@ -16,6 +16,8 @@ Device placement and out-of-memory fallback are runtime.py's; this module only s
 from __future__ import annotations
 
 import logging
+import time
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ import torch
 
 from . import budget as budget_mod
 from .ensemble import WeightedProbabilities, common_label_space, decide, label_mask
+from .errors import InputError
 from .io import Geometry
 from .members import Member, ModelFolder, check_member_files, load_member
 from .postprocess import postprocess
@@ -49,6 +52,7 @@ class CaseResult:
     stages: StageLog
     members_used: tuple[str, ...]
     mirroring_dropped: tuple[str, ...] = ()
+    members_dropped: tuple[str, ...] = ()
 
 
 class Engine:
@@ -58,6 +62,10 @@ class Engine:
         self.device = choose_device(device)
         self.folders: list[ModelFolder] = [check_member_files(m, self.weights_root, spec) for m in spec.members]
         self.labels = common_label_space([f.label_names for f in self.folders])
+        tumour_weight = sum(m.weight * m.class_weights.get(spec.tumor_label, 1.0) for m in spec.members)
+        if tumour_weight <= 0:
+            raise InputError(spec.source, f"members: no member gives weight to {spec.tumor_label!r} "
+                                          "(member weight x class weight is 0 for all)")
         self.members: list[Member] = []
 
     def load(self) -> "Engine":
@@ -79,6 +87,7 @@ class Engine:
 
     def predict(self, image: np.ndarray, geometry: Geometry, keep_probabilities: bool = False,
                 member_hook: MemberProbabilitiesHook | None = None) -> CaseResult:
+        started = time.perf_counter()
         self.load()
         stages = StageLog(self.device)
         spacing = geometry.spacing_zyx
@@ -87,21 +96,22 @@ class Engine:
             return CaseResult(np.zeros(image.shape, np.uint8), self.labels, None, stages, ())
 
         active = [m for m in self.members if m.spec.weight > 0]
-        plan = budget_mod.plan(active, self.spec.time_budget_s)
-        by_signature: dict[str, list[Member]] = {}
-        for m in active:
-            by_signature.setdefault(signature(m), []).append(m)
-
+        plan = budget_mod.plan(active, self.spec.time_budget_s, image, spacing, self.device, started)
+        users = Counter(signature(m) for m in plan.order)
+        cache: dict[str, Preprocessed] = {}
         accumulator = WeightedProbabilities(self.labels, image.shape, self.device)
-        for sig_index, (sig, group) in enumerate(by_signature.items()):
-            names = ", ".join(m.name for m in group)
-            with stages.stage(f"preprocess [{names}]"):
-                pre = preprocess(image, spacing, group[0], self.device)
-            for member in group:
-                if not plan.should_run(member):
-                    continue
+        for member in plan.order:
+            sig = signature(member)
+            if plan.should_run(member):
+                outside = time.perf_counter()
+                if sig not in cache:
+                    with stages.stage(f"preprocess [{member.name}]"):
+                        cache[sig] = preprocess(image, spacing, member, self.device)
+                pre = cache[sig]
+                outside = time.perf_counter() - outside
                 with stages.stage(f"predict {member.name}"):
                     logits = self._predict_member(member, pre, plan)
+                after = time.perf_counter()
                 with stages.stage(f"to image grid {member.name}"):
                     probabilities = to_image_grid(logits, pre, member, self.device)
                     del logits
@@ -114,7 +124,10 @@ class Engine:
                 if member_hook is not None:
                     member_hook(member.name, _paste(probabilities, box, image.shape), member.label_names)
                 del probabilities
-            del pre
+                plan.member_done(member, outside + time.perf_counter() - after)
+            users[sig] -= 1
+            if users[sig] == 0:
+                cache.pop(sig, None)
 
         with stages.stage("decide"):
             probabilities = accumulator.probabilities()
@@ -131,7 +144,7 @@ class Engine:
         log.info("case done: %s; tumour %d voxels (%.0f mm^3)", stages.summary(), int(tumor.sum()),
                  float(tumor.sum()) * geometry.voxel_volume_mm3)
         return CaseResult(tumor.astype(np.uint8), self.labels, probabilities if keep_probabilities else None,
-                          stages, tuple(accumulator.members), plan.mirroring_dropped)
+                          stages, tuple(accumulator.members), plan.mirroring_dropped, tuple(plan.dropped))
 
     def _predict_member(self, member: Member, pre: Preprocessed, plan: "budget_mod.BudgetPlan") -> torch.Tensor:
         faithful = member.spec.resampling == "faithful"

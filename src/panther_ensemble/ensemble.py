@@ -76,11 +76,10 @@ class WeightedProbabilities:
         self.members.append(name)
 
     def probabilities(self) -> torch.Tensor:
-        """The weighted mean per label (in place: the accumulator is consumed)."""
-        missing = [lab for lab, w in zip(self.labels, self.weight.tolist()) if w == 0]
-        if missing:
-            raise ValueError(f"no member with weight > 0 predicts label(s) {missing}")
-        self.sum /= self.weight.to(self.sum.device, torch.float32).view(-1, *([1] * len(self.shape)))
+        """The weighted mean per label (in place: the accumulator is consumed). A label that no member
+        with weight contributed to (e.g. its only member was dropped by the time budget) has probability 0."""
+        weight = self.weight.to(self.sum.device, torch.float32)
+        self.sum /= torch.where(weight > 0, weight, 1.0).view(-1, *([1] * len(self.shape)))
         return self.sum
 
 

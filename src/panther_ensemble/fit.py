@@ -149,13 +149,15 @@ class SearchSpace:
     top_k: int = DEFAULT_TOP_K
 
     @classmethod
-    def build(cls, n_members: int, *, weight_step: float | None = None, dirichlet: int | None = None,
+    def build(cls, n_members: int, *, weight_step: float | str = "auto", dirichlet: int | None = None,
               seed: int = 0, tumour_factors: Sequence[float] = (), thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
               argmax: bool = True, min_volumes: Sequence = DEFAULT_MIN_VOLUMES,
               keep_largest: Sequence = DEFAULT_KEEP_LARGEST, max_distances: Sequence = DEFAULT_MAX_DISTANCES,
               top_k: int = DEFAULT_TOP_K, has_pancreas: bool = True) -> "SearchSpace":
-        if weight_step is None:  # auto
-            weight_step = 0.1 if n_members <= 3 else (0.2 if n_members <= 5 else None)
+        if weight_step == "auto":
+            weight_step = 0.1 if n_members <= 3 else (0.2 if n_members <= 5 else "none")
+        if weight_step == "none":
+            weight_step = None
         if dirichlet is None:
             dirichlet = 0 if n_members <= 5 else 150
         weights: list[tuple[float, ...]] = []
@@ -345,6 +347,21 @@ def read_map(source: MemberSource, cid: str) -> tuple[np.ndarray, tuple[str, ...
     return probs, labels, spacing
 
 
+def peek_labels(source: MemberSource, tumor_label: str) -> tuple[str, ...]:
+    """The member's label names without reading a probability map (npz members are read lazily)."""
+    if source.labels is None:
+        path = next(iter(source.files.values()))
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if "labels" not in z:
+                    raise InputError(path, "no 'labels' array in the npz (written by `predict --save-probabilities`?)")
+                source.labels = tuple(str(x) for x in z["labels"])
+        except (OSError, ValueError, EOFError) as exc:
+            raise InputError(path, f"cannot read npz ({exc})") from None
+    _check_member_labels(source, source.labels, tumor_label)
+    return source.labels
+
+
 # ==================================================================================================
 # cases: crops of every member's map
 # ==================================================================================================
@@ -487,7 +504,7 @@ def load_cases(members: Sequence[MemberSource], gt_dir: Path, rule: CropRule, tu
 
 
 def _check_member_labels(m: MemberSource, labels: tuple[str, ...], tumor_label: str) -> None:
-    where = m.path if m.kind == "nnunet" else m.path
+    where = m.path
     if tumor_label not in labels:
         raise InputError(where, f"member {m.name}: labels {list(labels)} have no {tumor_label!r} (the spec's "
                                 "tumor_label)")
@@ -581,6 +598,36 @@ def _quiet_postprocess():
         lg.setLevel(old)
 
 
+@contextlib.contextmanager
+def _memoised_surface_tables():
+    """surface-distance rebuilds its 256-entry surfel-area table from the spacing on every call (~10 ms, more
+    than the distances of a small tumour). The table is a pure function of the spacing: memoise it while
+    the fit runs (read-only arrays; the library only indexes them), restore the original afterwards."""
+    import surface_distance.lookup_tables as lt
+
+    original = lt.create_table_neighbour_code_to_surface_area
+    if getattr(original, "_panther_memo", False):
+        yield
+        return
+    cache: dict = {}
+
+    def memo(spacing_mm):
+        key = tuple(float(s) for s in spacing_mm)
+        table = cache.get(key)
+        if table is None:
+            table = original(spacing_mm)
+            table.setflags(write=False)
+            cache[key] = table
+        return table
+
+    memo._panther_memo = True
+    lt.create_table_neighbour_code_to_surface_area = memo
+    try:
+        yield
+    finally:
+        lt.create_table_neighbour_code_to_surface_area = original
+
+
 class Evaluator:
     """Per-case metrics of candidates, computed lazily and cached: metrics[candidate] is (cases, 6) with
     CASE_KEYS columns, NaN where not computed yet. Identical output masks of a case share one metric call."""
@@ -614,7 +661,7 @@ class Evaluator:
         """Compute every missing (candidate, case) entry."""
         for c in candidates:
             self.rows(c)
-        with _quiet_postprocess():
+        with _quiet_postprocess(), _memoised_surface_tables():
             for ci in case_idx:
                 groups: dict[tuple, dict[tuple, list[Candidate]]] = {}
                 for c in candidates:
@@ -667,7 +714,10 @@ class Evaluator:
         box = [(0, s) for s in shape]
         for k in active:
             cw = {self.tumor_label: factors[k]} if factors is not None and factors[k] != 1 else None
-            acc.add(self.data.members[k].name, torch.from_numpy(case.probs[k]), self.data.labels[k], box, weights[k], cw)
+            # float16 crop -> float32 tensor: the same numbers (and bit-identical sums: tested), but torch's
+            # mixed-dtype add_ on CPU is ~40x slower than a float32 one
+            p = torch.from_numpy(case.probs[k]).float()
+            acc.add(self.data.members[k].name, p, self.data.labels[k], box, weights[k], cw)
         P = acc.probabilities()
         return P.permute(1, 2, 3, 0).contiguous().permute(3, 0, 1, 2), labels
 
@@ -689,7 +739,7 @@ class Evaluator:
             acc = WeightedProbabilities(labels, (n, 1, 1), torch.device("cpu"))
             for k in active:
                 cw = {self.tumor_label: factors[k]} if factors is not None and factors[k] != 1 else None
-                p = torch.from_numpy(case.outside[k].reshape(-1, n, 1, 1))
+                p = torch.from_numpy(case.outside[k].reshape(-1, n, 1, 1)).float()
                 acc.add(self.data.members[k].name, p, self.data.labels[k], [(0, n), (0, 1), (0, 1)], weights[k], cw)
             pm = label_mask(acc.probabilities(), labels, self.pancreas_label)
             self._outside[key] = bool(pm is not None and pm.any())
@@ -1274,27 +1324,18 @@ def main(args: argparse.Namespace) -> int:
     mw = parse_metric_weights(args.metric_weights)
     if args.folds < 2:
         raise InputError("--folds", f"must be >= 2, got {args.folds}")
-    step = None if str(args.weight_step).lower() == "none" else (
-        None if args.weight_step == "auto" else _float_list(str(args.weight_step), "--weight-step")[0])
-    if str(args.weight_step).lower() == "none" and not args.dirichlet:
-        log.info("no weight grid: only single members and the equal-weight ensemble (plus --dirichlet samples)")
+    ws = str(args.weight_step).strip().lower()
+    step = ws if ws in ("auto", "none") else _float_list(ws, "--weight-step")[0]
     keep = [None if k is None else int(k) for k in _float_list(args.keep_largest, "--keep-largest", True)]
-    # labels of the nnU-Net layout are known now; our npz layout tells them with its first map
-    for s in sources:
-        if s.labels is None:
-            read_map(s, next(iter(s.files)))
+    for s in sources:  # nnU-Net layout: from dataset.json; our npz layout: the first file's 'labels' array only
+        peek_labels(s, base.tumor_label)
     has_pancreas = any(base.pancreas_label in s.labels for s in sources)
     space = SearchSpace.build(
-        len(sources), weight_step=step if str(args.weight_step) != "auto" else None,
-        dirichlet=args.dirichlet if str(args.weight_step).lower() != "none" or args.dirichlet else 0,
-        seed=args.seed, tumour_factors=_float_list(args.tumour_factors, "--tumour-factors"),
+        len(sources), weight_step=step, dirichlet=args.dirichlet, seed=args.seed, tumour_factors=_float_list(args.tumour_factors, "--tumour-factors"),
         thresholds=_float_list(args.thresholds, "--thresholds"), argmax=not args.no_argmax,
         min_volumes=_float_list(args.min_volumes, "--min-volumes", True), keep_largest=keep,
         max_distances=_float_list(args.max_distances, "--max-distances", True), top_k=args.top_k,
         has_pancreas=has_pancreas)
-    if str(args.weight_step).lower() == "none":
-        space.weightings = [w for w in space.weightings if sum(x > 0 for x in w[0]) in (1, len(sources))
-                            or w[0] not in simplex_grid_safe(len(sources))] if False else space.weightings
     log.info("search: %d weightings x %d decisions, then top %s x %d post-processing settings = %d candidates "
              "per search", len(space.weightings), len(space.decisions), space.top_k or "all",
              len(space.pp_grid) - 1, space.n_candidates())

@@ -8,7 +8,6 @@ same functions, with the out-of-memory condition injected).
 from __future__ import annotations
 
 import logging
-import os
 import resource
 import sys
 import time
@@ -18,25 +17,11 @@ from typing import Callable, Iterator, TypeVar
 
 import torch
 
+from .cpus import available_cpus
 from .errors import InputError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-def available_cpus() -> int:
-    """CPUs this process may use: affinity mask and cgroup quota (containers), whichever is smaller."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:
-        n = os.cpu_count() or 1
-    try:
-        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
-        if quota != "max":
-            n = min(n, max(1, int(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, n)
 
 
 def choose_device(requested: str = "auto") -> torch.device:

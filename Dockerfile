@@ -1,0 +1,50 @@
+# PANTHER pancreatic tumour segmentation: grand-challenge algorithm image.
+#
+# The default base is the CUDA runtime image the platform's T4 machines run (torch 2.8.0 satisfies
+# nnunetv2 2.8.1, which excludes 2.9.x, and its CUDA 12.8 build includes the T4's sm_75 kernels).
+# Tests build this same file on a CPU base image: --build-arg BASE_IMAGE=localhost/panther-cpu-base:...
+ARG BASE_IMAGE=pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime
+FROM --platform=linux/amd64 ${BASE_IMAGE}
+
+# Only for package installs at build time, where a proxy or a local wheel folder needs them; never baked in.
+ARG PIP_CERT
+ARG PIP_FIND_LINKS
+
+# At run time the root filesystem may be read-only: every cache and config goes to /tmp.
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HOME=/tmp/home \
+    XDG_CACHE_HOME=/tmp/cache \
+    TORCH_HOME=/tmp/torch \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    nnUNet_raw=/tmp/nnUNet_raw \
+    nnUNet_preprocessed=/tmp/nnUNet_preprocessed \
+    nnUNet_results=/tmp/nnUNet_results
+
+RUN groupadd --system user && useradd --system --no-log-init --gid user --create-home --home-dir /home/user user
+
+WORKDIR /opt/app
+
+# Dependencies first, in their own layer: rebuilt only when the pins change.
+# The base image's torch and torchvision are kept as they are (a constraint, so pip fails rather than
+# silently replacing them with another multi-GB build).
+COPY requirements-container.txt /opt/app/
+RUN python -c "import importlib.metadata as m; print(*[f'{p}=={m.version(p)}' for p in ('torch', 'torchvision')], sep='\n')" \
+        > /tmp/base-constraints.txt \
+    && python -m pip install --no-cache-dir -r requirements-container.txt -c /tmp/base-constraints.txt \
+    && rm /tmp/base-constraints.txt \
+    && python -c "import torch, nnunetv2, SimpleITK; print('torch', torch.__version__)"
+
+COPY pyproject.toml README.md /opt/app/
+COPY src /opt/app/src
+RUN python -m pip install --no-cache-dir --no-deps /opt/app && rm -rf /opt/app/src /opt/app/build
+
+COPY inference.py /opt/app/
+COPY resources /opt/app/resources
+COPY model_weights /opt/app/model_weights
+
+USER user
+
+ENTRYPOINT ["python", "inference.py"]

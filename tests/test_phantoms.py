@@ -1,0 +1,134 @@
+"""Phantom generator: determinism, labels, anatomy, geometry, socket layout, shipped sample cases."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from panther_ensemble import phantoms
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "test" / "README.md"
+
+
+@pytest.fixture(scope="module")
+def t1():
+    return phantoms._phantom_arrays(1, 7)
+
+
+@pytest.fixture(scope="module")
+def t2():
+    return phantoms._phantom_arrays(2, 7)
+
+
+def _same_geometry(a: sitk.Image, b: sitk.Image) -> bool:
+    return (a.GetSize() == b.GetSize() and a.GetSpacing() == b.GetSpacing()
+            and a.GetOrigin() == b.GetOrigin() and a.GetDirection() == b.GetDirection())
+
+
+def test_deterministic_bit_for_bit(t1):
+    img, lab = phantoms.generate_phantom(1, 7)
+    assert np.array_equal(sitk.GetArrayViewFromImage(img), t1[0])
+    assert np.array_equal(sitk.GetArrayViewFromImage(lab), t1[1])
+    img2, lab2 = phantoms.generate_phantom(1, 7)
+    assert _same_geometry(img, img2) and _same_geometry(img, lab2)
+    assert np.array_equal(sitk.GetArrayViewFromImage(img), sitk.GetArrayViewFromImage(img2))
+    assert img.GetPixelID() == sitk.sitkInt16 and lab.GetPixelID() == sitk.sitkUInt8
+    assert phantoms.case_uuid(1, 7) == t1[4]
+
+
+@pytest.mark.parametrize("which", ["t1", "t2"])
+def test_labels_and_tumour_location(which, request):
+    img, lab, geom, meta, _ = request.getfixturevalue(which)
+    assert set(np.unique(lab).tolist()) == {0, 1, 2}
+    assert img.dtype == np.int16 and img.min() >= 0
+    tum, panc = lab == 1, lab == 2
+    # tumour touches the pancreas and stays within a few millimetres of it
+    from scipy import ndimage
+    dist_to_panc = ndimage.distance_transform_edt(~panc, sampling=geom.spacing_zyx)
+    assert dist_to_panc[tum].max() <= 10.0
+    grown = ndimage.binary_dilation(panc, iterations=1)
+    assert (grown & tum).any()
+    vol = tum.sum() * np.prod(geom.spacing_zyx)
+    assert 4 / 3 * np.pi * 1.5 ** 3 <= vol <= 4 / 3 * np.pi * 25.0 ** 3 * 1.5
+    assert 5.0 <= meta["tumour_diameter_mm"] <= 50.0
+
+
+def test_tumour_differs_from_pancreas_in_the_intended_direction(t1, t2):
+    for (img, lab, *_), sign in ((t1, -1), (t2, 1)):
+        d = img[lab == 1].mean() - img[lab == 2].mean()
+        assert np.sign(d) == sign
+
+
+def test_geometry_ranges():
+    for seed in range(40):
+        rng = np.random.default_rng([1, seed])
+        g, _ = phantoms._random_geometry(1, rng)
+        nz, ny, nx = g.size_zyx
+        sz, sy, sx = g.spacing_zyx
+        assert 3.0 <= sz <= 3.5 and 0.69 <= sx == sy <= 1.31
+        assert 50 <= nz <= 88 and 150 <= ny <= 466 and 200 <= nx <= 570
+        d = np.array(g.direction).reshape(3, 3)
+        assert np.allclose(d @ d.T, np.eye(3), atol=1e-9)
+        rng = np.random.default_rng([2, seed])
+        g, _ = phantoms._random_geometry(2, rng)
+        nz, ny, nx = g.size_zyx
+        sz, sy, sx = g.spacing_zyx
+        assert 1.9 <= sz <= 2.1 and 0.89 <= sx == sy <= 1.0
+        assert nz <= 200 and ny <= 400 and nx <= 400
+    dirs = [phantoms._random_geometry(1, np.random.default_rng([1, s]))[0].direction for s in range(40)]
+    n_identity = sum(np.allclose(d, np.eye(3).ravel()) for d in dirs)
+    assert 20 <= n_identity <= 38  # about 1 in 4 has a rotation or flip
+
+
+def test_socket_layout(tmp_path):
+    ipath, label = phantoms.write_socket_case(tmp_path / "in", 2, 7, ground_truth_dir=tmp_path / "gt")
+    uid = phantoms.case_uuid(2, 7)
+    assert ipath == tmp_path / "in" / "images" / "abdominal-t2-mri" / f"{uid}.mha"
+    entries = json.loads((tmp_path / "in" / "inputs.json").read_text())
+    assert entries == [{"interface": {"slug": "abdominal-t2-mri", "kind": "Image",
+                                      "relative_path": "images/abdominal-t2-mri"},
+                        "image": {"name": f"{uid}.mha"}}]
+    img = sitk.ReadImage(str(ipath))
+    gt = sitk.ReadImage(str(tmp_path / "gt" / f"{uid}.mha"))
+    assert _same_geometry(img, gt) and _same_geometry(img, label)
+    assert img.GetPixelID() == sitk.sitkInt16
+
+
+def test_nnunet_dataset_layout(tmp_path):
+    root = phantoms.write_nnunet_dataset(tmp_path, 2, [3], 999, "Tiny")
+    meta = json.loads((root / "dataset.json").read_text())
+    assert root.name == "Dataset999_Tiny"
+    assert meta["channel_names"] == {"0": "MRI"} and meta["file_ending"] == ".mha"
+    assert meta["labels"] == {"background": 0, "tumor": 1, "pancreas": 2} and meta["numTraining"] == 1
+    assert (root / "imagesTr" / "phantom_t2_0003_0000.mha").is_file()
+    assert (root / "labelsTr" / "phantom_t2_0003.mha").is_file()
+
+
+def test_parse_seeds():
+    assert phantoms._parse_seeds("0-3,7") == [0, 1, 2, 3, 7]
+    assert phantoms._fmt_seeds([3, 4, 5, 6]) == "3-6"
+
+
+def _shipped_cases():
+    """(task, seed, image path, ground truth path) from test/samples.json."""
+    spec = ROOT / "test" / "samples.json"
+    if not spec.is_file():
+        return []
+    out = []
+    for c in json.loads(spec.read_text()):
+        out.append((c["task"], c["seed"], ROOT / c["image"], ROOT / c["ground_truth"]))
+    return out
+
+
+@pytest.mark.parametrize("task,seed,image,truth", _shipped_cases() or [pytest.param(0, 0, None, None, marks=pytest.mark.skip("no shipped samples yet"))])
+def test_shipped_samples_regenerate_bit_for_bit(task, seed, image, truth):
+    img, lab = phantoms.generate_phantom(task, seed)
+    ref_img, ref_lab = sitk.ReadImage(str(image)), sitk.ReadImage(str(truth))
+    assert image.stem == phantoms.case_uuid(task, seed)
+    assert _same_geometry(img, ref_img) and _same_geometry(lab, ref_lab)
+    assert ref_img.GetPixelID() == sitk.sitkInt16
+    assert np.array_equal(sitk.GetArrayViewFromImage(img), sitk.GetArrayViewFromImage(ref_img))
+    assert np.array_equal(sitk.GetArrayViewFromImage(lab), sitk.GetArrayViewFromImage(ref_lab))
