@@ -59,7 +59,12 @@ def main() -> None:
     kw = arch["arch_kwargs"]
     kw.update(n_stages=n, features_per_stage=feats, kernel_sizes=[[3, 3, 3]] * n, strides=strides,
               n_conv_per_stage=[2] * n, n_conv_per_stage_decoder=[2] * (n - 1))
-    # stock 3d_fullres keeps nnU-Net's default skimage resampling; nothing else to change
+    # data and segmentation keep nnU-Net's default skimage resampling (the preprocessed data is stock);
+    # the export of probabilities uses nnU-Net's torch resampling (as its *_torchres planners do), which is
+    # 10-100x faster on the CPU: out-of-fold validation and reference predictions then take seconds a case
+    cfg["resampling_fn_probabilities"] = "resample_torch_fornnunet"
+    cfg["resampling_fn_probabilities_kwargs"] = {"is_seg": False, "force_separate_z": False,
+                                                 "memefficient_seg_resampling": False}
     new = copy.deepcopy(plans)
     new["plans_name"] = a.plans_name
     new["configurations"] = {"3d_fullres": cfg}

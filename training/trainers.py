@@ -20,6 +20,9 @@ def _short_schedule(trainer) -> None:
     trainer.num_val_iterations_per_epoch = 8
     trainer.num_epochs = 30
     trainer.save_every = 5
+    # half of each batch centred on foreground (stock: a third): the tumour is a small class and the
+    # schedule is short
+    trainer.oversample_foreground_percent = 0.5
 
 
 class nnUNetTrainerPhantom(nnUNetTrainer):

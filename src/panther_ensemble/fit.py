@@ -164,17 +164,19 @@ class SearchSpace:
         if weight_step is not None:
             weights += simplex_grid(n_members, weight_step)
         vertices = [tuple(1.0 if j == i else 0.0 for j in range(n_members)) for i in range(n_members)]
-        equal = tuple(1.0 / n_members for _ in range(n_members))
+        equal = equal_candidate(n_members).weights
         for w in vertices + [equal]:
             if w not in weights:
                 weights.append(w)
         if dirichlet:
             rng = np.random.default_rng(seed)
             for _ in range(dirichlet):
-                w = np.round(rng.dirichlet(np.ones(n_members)), 3)
-                w = tuple(float(x) for x in w / w.sum())
+                w = tuple(round(float(x), 3) for x in rng.dirichlet(np.ones(n_members)))
                 if w not in weights:
                     weights.append(w)
+        # the engine normalises by the weight sum, so weights need not sum to 1 exactly; they are scored as
+        # they will be written (at most 6 decimals)
+        weights = [tuple(round(x, 6) for x in w) for w in weights]
         weightings: list = [(w, None) for w in weights]
         for f in tumour_factors:
             if not (f > 0 and math.isfinite(f)):
@@ -396,12 +398,18 @@ def crop_rule(space: SearchSpace, members: Sequence[MemberSource], tumor_label: 
 
 @dataclass
 class CaseData:
+    """One case, cropped. Inside the crop box only the LIVE voxels carry probabilities: those where some
+    candidate could label tumour (or pancreas, when a pancreas gate is searched); everywhere else every
+    candidate's weighted argmax/threshold says neither, so the decided masks are the live decisions
+    scattered into an all-False box."""
+
     cid: str
     full_shape: tuple[int, int, int]
     spacing: tuple[float, float, float]
     box: tuple[tuple[int, int], ...]
-    gt: np.ndarray  # bool tumour mask, crop
-    probs: list[np.ndarray]  # per member: float16 (labels, *crop)
+    gt: np.ndarray  # bool tumour mask, crop box
+    live: np.ndarray  # flat (C-order) indices into the crop box
+    probs: list[np.ndarray]  # per member: float16 (labels, n_live)
     outside: object = None  # pancreas outside the crop: None = impossible, "certain", or per-member (L, n) arrays
     sentinel: tuple[int, int, int] | None = None  # crop voxel farther than any gate from every tumour voxel
     gt_volume_mm3: float = 0.0
@@ -410,8 +418,14 @@ class CaseData:
     def crop_shape(self) -> tuple[int, ...]:
         return self.gt.shape
 
+    def scatter(self, values) -> np.ndarray:
+        """Bool crop-box mask: `values` (n_live, ...) at the live voxels, False elsewhere."""
+        out = np.zeros(self.crop_shape, bool)
+        out.reshape(-1)[self.live] = np.asarray(values).reshape(-1)
+        return out
+
     def nbytes(self) -> int:
-        n = self.gt.nbytes + sum(p.nbytes for p in self.probs)
+        n = self.gt.nbytes + self.live.nbytes + sum(p.nbytes for p in self.probs)
         if isinstance(self.outside, list):
             n += sum(p.nbytes for p in self.outside)
         return n
@@ -483,13 +497,11 @@ def load_cases(members: Sequence[MemberSource], gt_dir: Path, rule: CropRule, tu
             if sp is not None and not np.allclose(sp, spacing, rtol=0, atol=1e-3):
                 raise InputError(m.files[cid], f"spacing {tuple(round(s, 5) for s in sp)} (z, y, x) differs from "
                                                f"ground truth {gt_files[cid]} spacing {tuple(round(s, 5) for s in spacing)}")
-            p16 = probs.astype(np.float16)
-            del probs
-            dev = float(np.abs(p16.sum(axis=0, dtype=np.float32) - 1.0).max())
+            dev = float(np.abs(probs.sum(axis=0, dtype=np.float32) - 1.0).max())
             if not dev <= PROB_SUM_TOL:
                 raise InputError(m.files[cid], f"probabilities do not sum to 1 over the labels (off by up to {dev:.3g}; "
                                                "softmax maps expected)")
-            maps.append(p16)
+            maps.append(probs)  # as stored (float32 from nnU-Net); only the live voxels become float16
         peak = max(peak, sum(p.nbytes for p in maps))
         cases.append(_crop_case(cid, gt, spacing, maps, labels, rule, tumor_label, pancreas_label))
         del maps
@@ -498,8 +510,9 @@ def load_cases(members: Sequence[MemberSource], gt_dir: Path, rule: CropRule, tu
     ds = Dataset(list(members), [tuple(x) for x in labels], cases, dropped, time.perf_counter() - t0, peak)
     full = sum(math.prod(c.full_shape) for c in cases)
     crop = sum(math.prod(c.crop_shape) for c in cases)
-    log.info("%d cases read in %.1f s; crops hold %.1f%% of the voxels, %.1f MiB", len(cases), ds.load_s,
-             100.0 * crop / full, sum(c.nbytes() for c in cases) / 2**20)
+    live = sum(c.live.size for c in cases)
+    log.info("%d cases read in %.1f s; crop boxes hold %.1f%% of the voxels, live voxels %.2f%%; %.1f MiB",
+             len(cases), ds.load_s, 100.0 * crop / full, 100.0 * live / full, sum(c.nbytes() for c in cases) / 2**20)
     return ds
 
 
@@ -518,30 +531,37 @@ def _crop_case(cid: str, gt: np.ndarray, spacing, maps: list[np.ndarray], labels
                tumor_label: str, pancreas_label: str) -> CaseData:
     shape = gt.shape
     gt_volume = float(np.count_nonzero(gt)) * float(np.prod(spacing))
-    if not rule.crop:
-        box = [(0, n) for n in shape]
-        return CaseData(cid, shape, spacing, tuple(box), gt.copy(), maps, None, None, gt_volume)
-    region = gt.copy()
+    if not rule.crop:  # reference: every voxel of the image is live
+        live = np.arange(gt.size)
+        return CaseData(cid, shape, spacing, tuple((0, n) for n in shape), gt.copy(), live,
+                        [p.reshape(p.shape[0], -1).astype(np.float16) for p in maps], None, None, gt_volume)
+    tumour_possible = np.zeros(shape, bool)
     for p, labs in zip(maps, labels):
-        region |= p[labs.index(tumor_label)] >= rule.tumour_min
-    core = _bbox(region)
-    del region
-    if core is None:  # no candidate predicts anything, no tumour: one voxel is enough
-        return CaseData(cid, shape, spacing, ((0, 1),) * 3, np.zeros((1, 1, 1), bool),
-                        [np.ascontiguousarray(p[:, :1, :1, :1]) for p in maps], None, None, gt_volume)
+        tumour_possible |= p[labs.index(tumor_label)] >= rule.tumour_min
+    core = _bbox(tumour_possible | gt)
+    if core is None:  # no candidate predicts anything, no tumour: one (dead) voxel is enough
+        return CaseData(cid, shape, spacing, ((0, 1),) * 3, np.zeros((1, 1, 1), bool), np.zeros(0, np.int64),
+                        [np.zeros((p.shape[0], 0), np.float16) for p in maps], None, None, gt_volume)
     margin = [0, 0, 0]
     if rule.margin_mm is not None:
         margin = [int(math.ceil(rule.margin_mm / s)) + GATE_MARGIN_EXTRA for s in spacing]
     box = [(max(lo - m, 0), min(hi + m, n)) for (lo, hi), m, n in zip(core, margin, shape)]
     sl = tuple(slice(a, b) for a, b in box)
-    probs = [np.ascontiguousarray(p[(slice(None),) + sl]) for p in maps]
+    live_mask = tumour_possible[sl]
+    if rule.margin_mm is not None and rule.pancreas_min is not None:
+        for p, labs in zip(maps, labels):
+            if pancreas_label in labs:
+                live_mask |= p[(labs.index(pancreas_label),) + sl] >= rule.pancreas_min
+    live = np.flatnonzero(live_mask)
+    del tumour_possible, live_mask
+    probs = [p[(slice(None),) + sl].reshape(p.shape[0], -1)[:, live].astype(np.float16) for p in maps]
     outside, sentinel = None, None
     has_outside = any(a > 0 or b < n for (a, b), n in zip(box, shape))
     if rule.margin_mm is not None and rule.pancreas_min is not None and has_outside:
         outside = _pancreas_outside(maps, labels, sl, rule.pancreas_min, tumor_label, pancreas_label)
         if outside is not None:
             sentinel = _sentinel(box, shape)
-    return CaseData(cid, shape, spacing, tuple(box), np.ascontiguousarray(gt[sl]), probs, outside, sentinel,
+    return CaseData(cid, shape, spacing, tuple(box), np.ascontiguousarray(gt[sl]), live, probs, outside, sentinel,
                     gt_volume)
 
 
@@ -568,7 +588,7 @@ def _pancreas_outside(maps, labels, inside: tuple[slice, ...], pmin: float, tumo
     # every weighted P(c != pancreas) <= max_other < min_p <= P(pancreas): pancreas for every weighting
     if np.any(min_p > max_other + CROP_EPS):
         return "certain"
-    return [np.ascontiguousarray(p[(slice(None),) + idx]) for p in maps]
+    return [p[(slice(None),) + idx].astype(np.float16) for p in maps]
 
 
 def _sentinel(box, shape) -> tuple[int, int, int] | None:
@@ -684,7 +704,7 @@ class Evaluator:
             if not pancreas_cache:
                 pm = label_mask(P, labels, self.pancreas_label)
                 if pm is not None:
-                    pm = np.array(pm.numpy(), dtype=bool)
+                    pm = case.scatter(pm.numpy())
                     if not pm.any() and case.sentinel is not None and self._pancreas_outside(ci, wd):
                         pm[case.sentinel] = True  # the engine's mask is non-empty, but nowhere near a tumour
                 pancreas_cache.append(pm)
@@ -692,7 +712,7 @@ class Evaluator:
 
         for (rule, threshold), cands in by_dec.items():
             t = time.perf_counter()
-            mask = np.ascontiguousarray(decide(P, labels, self.tumor_label, rule, threshold).numpy())
+            mask = case.scatter(decide(P, labels, self.tumor_label, rule, threshold).numpy())
             self.seconds["decide"] += time.perf_counter() - t
             self.stats["decisions"] += 1
             gated: dict = {}
@@ -701,22 +721,25 @@ class Evaluator:
                 self.metrics[c][ci] = self._case_metrics(ci, out)
 
     def probabilities(self, case: CaseData, wd: tuple):
-        """The engine's weighted probabilities on the crop (members with weight 0 left out, as in the fitted
-        spec), as a (labels, z, y, x) tensor in channels-last memory (argmax over labels ~6x faster; same values)."""
+        """The engine's weighted probabilities at the live voxels (members with weight 0 left out, as in the
+        fitted spec): a (labels, n_live, 1, 1) tensor in channels-last memory (argmax over labels ~6x faster
+        than over a labels-first tensor; the same values). Every operation of the engine's weighting and
+        decision is per voxel, so a voxel gets the same numbers here as on the whole image."""
         from .ensemble import WeightedProbabilities, common_label_space
 
         torch = self.torch
         weights, factors = wd
         active = [k for k, w in enumerate(weights) if w > 0]
         labels = common_label_space([self.data.labels[k] for k in active])
-        shape = case.crop_shape
+        n = case.live.size
+        shape = (n, 1, 1)
         acc = WeightedProbabilities(labels, shape, torch.device("cpu"))
         box = [(0, s) for s in shape]
         for k in active:
             cw = {self.tumor_label: factors[k]} if factors is not None and factors[k] != 1 else None
             # float16 crop -> float32 tensor: the same numbers (and bit-identical sums: tested), but torch's
             # mixed-dtype add_ on CPU is ~40x slower than a float32 one
-            p = torch.from_numpy(case.probs[k]).float()
+            p = torch.from_numpy(case.probs[k]).float().reshape(case.probs[k].shape[0], *shape)
             acc.add(self.data.members[k].name, p, self.data.labels[k], box, weights[k], cw)
         P = acc.probabilities()
         return P.permute(1, 2, 3, 0).contiguous().permute(3, 0, 1, 2), labels
@@ -739,7 +762,7 @@ class Evaluator:
             acc = WeightedProbabilities(labels, (n, 1, 1), torch.device("cpu"))
             for k in active:
                 cw = {self.tumor_label: factors[k]} if factors is not None and factors[k] != 1 else None
-                p = torch.from_numpy(case.outside[k].reshape(-1, n, 1, 1)).float()
+                p = torch.from_numpy(case.outside[k].reshape(case.outside[k].shape[0], n, 1, 1)).float()
                 acc.add(self.data.members[k].name, p, self.data.labels[k], [(0, n), (0, 1), (0, 1)], weights[k], cw)
             pm = label_mask(acc.probabilities(), labels, self.pancreas_label)
             self._outside[key] = bool(pm is not None and pm.any())
@@ -852,7 +875,8 @@ def single_candidates(n_members: int) -> list[Candidate]:
 
 
 def equal_candidate(n_members: int) -> Candidate:
-    return Candidate(tuple(1.0 / n_members for _ in range(n_members)))
+    # written to the spec as these very numbers (6 decimals), so the fitter scores what the engine will run
+    return Candidate(tuple(round(1.0 / n_members, 6) for _ in range(n_members)))
 
 
 def select(ev: Evaluator, space: SearchSpace, case_idx: Sequence[int], objective: str,
@@ -1056,6 +1080,8 @@ def build_report(ev: Evaluator, res: FitResult, space: SearchSpace, args_info: d
                    "crops_bytes": int(sum(c.nbytes() for c in ev.data.cases)),
                    "largest_case_full_maps_bytes": int(ev.data.peak_case_bytes),
                    "crop_voxel_fraction": float(sum(math.prod(c.crop_shape) for c in ev.data.cases)
+                                                / sum(math.prod(c.full_shape) for c in ev.data.cases)),
+                   "live_voxel_fraction": float(sum(c.live.size for c in ev.data.cases)
                                                 / sum(math.prod(c.full_shape) for c in ev.data.cases))},
         "command": args_info.get("command"),
     }
@@ -1131,7 +1157,8 @@ def report_markdown(rep: dict) -> str:
                  f"{t['final_search_s']:.1f} s, report {t.get('report', 0):.1f} s)")
     mem = rep["memory"]
     lines.append(f"- peak RSS {mem['peak_rss_bytes'] / 2**30:.2f} GiB; crops {mem['crops_bytes'] / 2**20:.1f} MiB "
-                 f"({100 * mem['crop_voxel_fraction']:.2f}% of the voxels)")
+                 f"(boxes {100 * mem['crop_voxel_fraction']:.2f}% of the voxels, live voxels "
+                 f"{100 * mem['live_voxel_fraction']:.3f}%)")
     w = rep["work"]
     lines.append(f"- {w['weightings']} weighted-probability maps, {w['decisions']} decisions, {w['postprocess']} "
                  f"post-processing calls, {w['metric_calls']} metric calls ({w['metric_reused']} identical masks "

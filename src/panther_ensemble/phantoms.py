@@ -208,7 +208,7 @@ def _task_params(task: int, rng: np.random.Generator) -> dict:
     if task == 1:
         return dict(
             tab=dict(_T1),
-            tumour_contrast=rng.uniform(-0.14, -0.06),  # tumour mean relative to local pancreas
+            tumour_contrast=rng.uniform(-0.13, -0.05),  # tumour mean relative to local pancreas
             tumour_tex=rng.uniform(0.18, 0.26),
             panc_tex=rng.uniform(0.05, 0.09),
             panc_gradient=rng.uniform(0.15, 0.3),
@@ -320,7 +320,7 @@ def _phantom_arrays(task: int, seed: int):
     cp = cp * s + rng.normal(0, 4.0, size=cp.shape) * np.array([1, 1, 0.7])
     curve = _spline(cp, 240)
     tpar = np.linspace(0, 1, len(curve))
-    rad = np.interp(tpar, [0, 0.18, 0.35, 0.55, 1.0], np.array([18.5, 15.5, 10.5, 12.0, 9.0]) * s * rng.uniform(0.85, 1.15))
+    rad = np.interp(tpar, [0, 0.18, 0.35, 0.55, 1.0], np.array([17.0, 14.0, 9.5, 11.0, 8.3]) * s * rng.uniform(0.85, 1.15))
     lo, hi = curve.min(0) - 28, curve.max(0) + 28
 
     # SMV / portal vein (vertical, left of head) and splenic vein (posterior to body and tail)
@@ -357,7 +357,7 @@ def _phantom_arrays(task: int, seed: int):
     head_case = rng.random() < 0.6
     t0 = rng.uniform(0.05, 0.3) if head_case else rng.uniform(0.35, 0.92)
     ci = int(round(t0 * (len(curve) - 1)))
-    diam = 5.0 + 45.0 * rng.beta(2.4, 2.2)
+    diam = 5.0 + 45.0 * rng.beta(2.2, 2.8)
     r_t = diam / 2.0
     off_dir = rng.normal(size=3)
     off_dir /= np.linalg.norm(off_dir)
@@ -392,12 +392,21 @@ def _phantom_arrays(task: int, seed: int):
     pan_int = pan_base * (1.0 + p["panc_tex"] * ptex)
     # upstream (towards the tail) of the tumour: dilated duct, sometimes hypo-intense parenchyma
     upstream = t_loc > t0 + r_t / 150.0
-    if rng.random() < 0.4:
+    if rng.random() < 0.5:
         pan_int = np.where(upstream, pan_int * (1.0 - rng.uniform(0.04, 0.1)) if task == 1 else pan_int * 1.05, pan_int)
     isub = img[psl]
     isub[panc] = pan_int[panc]
-    duct_r = np.where(upstream, rng.uniform(2.0, 3.5), 1.0)
-    duct = panc & (dist < duct_r)
+    up_r = rng.uniform(2.5, 4.5) if rng.random() < 0.8 else rng.uniform(1.5, 2.5)  # duct dilated upstream
+    duct = panc & (dist < np.where(upstream, up_r, 1.2))
+    # fluid-filled side-branch cysts away from the tumour (pancreas label)
+    for _ in range(int(rng.integers(0, 4))):
+        tc_ = rng.uniform(0.05, 0.95)
+        if abs(tc_ - t0) < 0.15:
+            continue
+        ck = int(round(tc_ * (len(curve) - 1)))
+        v = rng.normal(size=3)
+        cc = curve[ck] + v / np.linalg.norm(v) * rad[ck] * rng.uniform(0.0, 0.5)
+        duct |= panc & (_ellipsoid(px, py, pz, cc, rng.uniform(2.5, 6.0, size=3)) < 1.0)
     isub[duct] = tab["duct"] * (1.0 + 0.1 * ptex[duct])
     ttex = ndimage.gaussian_filter(rng.standard_normal(px.shape), g.sigma_vox(rng.uniform(1.5, 2.5)))
     ttex /= max(float(np.sqrt(np.mean(ttex * ttex))), 1e-9)
@@ -420,8 +429,7 @@ def _phantom_arrays(task: int, seed: int):
     img = np.clip(np.rint(img), 0, 32767).astype(np.int16)
     meta = dict(task=int(task), seed=int(seed), tumour_diameter_mm=round(float(diam), 2), lobes=n_lobes,
                 tumour_in_head=bool(head_case), tumour_at_edge=bool(edge), intensity_scale=round(scale, 4))
-    uid = str(uuid.UUID(int=int(rng.integers(0, 2 ** 63)) << 64 | int(rng.integers(0, 2 ** 63)), version=4))
-    return img, lab, geom, meta, uid
+    return img, lab, geom, meta, case_uuid(task, seed)
 
 
 def _to_image(arr: np.ndarray, geom: Geometry) -> sitk.Image:
@@ -450,7 +458,9 @@ def phantom_info(task: int, seed: int) -> dict:
 
 
 def case_uuid(task: int, seed: int) -> str:
-    return _phantom_arrays(task, seed)[4]
+    """The phantom's file name stem: a version-4 uuid drawn from its own stream of the seeded generator."""
+    rng = np.random.default_rng([int(task), int(seed), 0x5E11])
+    return str(uuid.UUID(int=int(rng.integers(0, 2 ** 63)) << 64 | int(rng.integers(0, 2 ** 63)), version=4))
 
 
 def _write(im: sitk.Image, path: Path) -> None:
@@ -512,22 +522,29 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if s == 0 else 2.0 * int((a & b).sum()) / s
 
 
-def _baseline_samples(task: int, seed: int):
-    img, lab, _, _, _ = _phantom_arrays(task, seed)
+def _baseline_samples(task: int, seed: int, dataset_dir=None):
+    if dataset_dir is not None and (Path(dataset_dir) / "labelsTr" / f"phantom_t{task}_{seed:04d}.mha").is_file():
+        # the same phantom, already written by write_nnunet_dataset: read instead of regenerating
+        d = Path(dataset_dir)
+        img = sitk.GetArrayFromImage(sitk.ReadImage(str(d / "imagesTr" / f"phantom_t{task}_{seed:04d}_0000.mha")))
+        lab = sitk.GetArrayFromImage(sitk.ReadImage(str(d / "labelsTr" / f"phantom_t{task}_{seed:04d}.mha")))
+    else:
+        img, lab, _, _, _ = _phantom_arrays(task, seed)
     m = lab > 0
     v = img[m].astype(np.float64)
     v /= max(float(np.median(v)), 1e-9)  # normalise by the organ's median (removes the random scale)
     return v, lab[m] == 1
 
 
-def threshold_baseline(task: int, train_seeds, test_seeds) -> dict:
+def threshold_baseline(task: int, train_seeds, test_seeds, dataset_dir=None) -> dict:
     """Best-on-train global threshold (on intensity / organ median) inside the true organ mask.
 
     Task 1 tumours are hypo-intense (tumour = below the threshold), Task 2 hyper-intense (above).
-    Returns the threshold, the train Dice and the per-case test Dice.
+    Returns the threshold, the train Dice and the per-case test Dice.  dataset_dir: an nnU-Net raw
+    dataset written by write_nnunet_dataset for this task, read instead of regenerating training phantoms.
     """
     below = task == 1
-    train = [_baseline_samples(task, s) for s in train_seeds]
+    train = [_baseline_samples(task, s, dataset_dir) for s in train_seeds]
     cands = np.linspace(0.5, 1.5, 101)
 
     def case_dice(v, t, thr):
@@ -587,6 +604,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--train-seeds", default="0-59")
     p.add_argument("--test-seeds", default="1000-1011")
     p.add_argument("--json", default=None, help="also write the result here")
+    p.add_argument("--dataset-dir", default=None,
+                   help="nnU-Net raw dataset of this task to read training phantoms from (else regenerated)")
     p = sub.add_parser("info", help="print geometry and tumour facts of phantoms as JSON lines")
     p.add_argument("--task", type=int, choices=(1, 2), required=True)
     p.add_argument("--seeds", required=True)
@@ -602,7 +621,8 @@ def main(args) -> int:
                                     args.dataset_name or f"PhantomT{args.task}")
         print(root)
     elif act == "baseline":
-        res = threshold_baseline(args.task, _parse_seeds(args.train_seeds), _parse_seeds(args.test_seeds))
+        res = threshold_baseline(args.task, _parse_seeds(args.train_seeds), _parse_seeds(args.test_seeds),
+                                 args.dataset_dir)
         text = json.dumps(res, indent=2)
         print(text)
         if args.json:
