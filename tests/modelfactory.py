@@ -153,6 +153,7 @@ def _calibrate(network: torch.nn.Module, patch_size, gain: float, seed: int) -> 
     """Scale the output layer and centre its biases on a smooth random input, so every class wins somewhere."""
     g = torch.Generator().manual_seed(seed)
     x = torch.nn.functional.avg_pool3d(torch.randn(1, 1, *patch_size, generator=g), 3, 1, 1) * 3
+    x = x.to(next(network.parameters()).device)
     seg = [m for name, m in network.named_modules() if name.startswith("decoder.seg_layers")][-1]
     with torch.no_grad():
         seg.weight.mul_(gain)
@@ -185,9 +186,9 @@ def make_model_folder(root: Path, name: str, plans: dict, folds=(0, 1), seed=0, 
     return folder
 
 
-def synthetic_mri(shape=(20, 60, 70), spacing_zyx=(3.0, 1.2, 1.2), seed=0, zero_border=3) -> sitk.Image:
-    """An abdomen-like test volume: smooth blobs of different intensity, noise, a zero border (so nnU-Net's
-    crop to nonzero has something to do), anisotropic spacing and a non-identity direction."""
+def synthetic_volume(shape=(20, 60, 70), seed=0, zero_border=3) -> np.ndarray:
+    """An abdomen-like float32 test volume (z, y, x): smooth blobs of different intensity, noise, and a zero
+    border (so nnU-Net's crop to nonzero has something to do)."""
     rng = np.random.default_rng(seed)
     z, y, x = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
     vol = 200 + 40 * np.sin(3 * x + 2 * y) + 30 * z
@@ -201,7 +202,12 @@ def synthetic_mri(shape=(20, 60, 70), spacing_zyx=(3.0, 1.2, 1.2), seed=0, zero_
         b = zero_border
         vol[:, :b] = 0
         vol[:, :, -b:] = 0
-    image = sitk.GetImageFromArray(vol)
+    return vol
+
+
+def synthetic_mri(shape=(20, 60, 70), spacing_zyx=(3.0, 1.2, 1.2), seed=0, zero_border=3) -> sitk.Image:
+    """`synthetic_volume` as a SimpleITK image with anisotropic spacing and a non-identity direction."""
+    image = sitk.GetImageFromArray(synthetic_volume(shape, seed, zero_border))
     image.SetSpacing(tuple(float(s) for s in reversed(spacing_zyx)))
     image.SetOrigin((-120.5, 33.25, -400.0))
     c, s = np.cos(0.3), np.sin(0.3)

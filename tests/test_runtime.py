@@ -86,5 +86,5 @@ def test_engine_recovers_from_out_of_memory_with_identical_result(models, mri_fi
     monkeypatch.setattr(engine_mod, "fallback_placements", lambda device: [Placement(CPU, CPU)] * 2)
     with caplog.at_level(logging.WARNING):
         got = Engine(spec, models, "cpu").predict(image, geometry).mask
-    assert calls["n"] == 2 and "out of memory" in caplog.text
+    assert calls["n"] == 2 and "case: out of memory" in caplog.text
     assert np.array_equal(got, expected)

@@ -48,7 +48,7 @@ def tile_count(member: Member, image: np.ndarray, spacing_zyx: Sequence[float]) 
 
 @torch.inference_mode()
 def seconds_per_forward(member: Member, device: torch.device) -> float:
-    """One forward pass of the member's first fold on a zero patch, after a warm-up pass."""
+    """One forward pass of the member's first fold on a zero patch, after a warm-up pass, where it lives."""
     network = member.networks[0]
     x = torch.zeros((1, 1, *member.patch_size), device=device)
     amp = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
@@ -153,8 +153,7 @@ class BudgetPlan:
 
 
 def plan(members: Sequence[Member], budget_s: float | None, image: np.ndarray | None = None,
-         spacing_zyx: Sequence[float] | None = None, device: torch.device | None = None,
-         started: float | None = None) -> BudgetPlan:
+         spacing_zyx: Sequence[float] | None = None, started: float | None = None) -> BudgetPlan:
     """The running order and, with a budget, the cost model. Without a budget: members grouped by
     preprocessing signature (so shared preprocessing is freed early), all of them, as the spec says."""
     if budget_s is None:
@@ -169,7 +168,7 @@ def plan(members: Sequence[Member], budget_s: float | None, image: np.ndarray | 
         copies = len(mirror_combinations(m.mirror_axes))
         p.mirror_copies[m.name] = copies
         p.costs[m.name] = _Cost(tile_count(m, image, spacing_zyx), len(m.networks) * copies,
-                                seconds_per_forward(m, device or m.device))
+                                seconds_per_forward(m, m.device))
         log.info("time budget: member %s: %d tiles x %d forwards, %.3f s per forward (calibration)", m.name,
                  p.costs[m.name].tiles, p.costs[m.name].forwards_per_tile, p.costs[m.name].seconds_per_forward)
     return p

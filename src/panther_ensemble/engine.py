@@ -87,33 +87,41 @@ class Engine:
 
     def predict(self, image: np.ndarray, geometry: Geometry, keep_probabilities: bool = False,
                 member_hook: MemberProbabilitiesHook | None = None) -> CaseResult:
+        """Segment one image. If the device runs out of memory anywhere in the case, the case is redone with
+        full-size tensors in host memory (tiles still on the device), then entirely on the CPU."""
         started = time.perf_counter()
         self.load()
         stages = StageLog(self.device)
-        spacing = geometry.spacing_zyx
         if not np.any(image):
             log.warning("the image is all zero: writing an empty mask without running the networks")
             return CaseResult(np.zeros(image.shape, np.uint8), self.labels, None, stages, ())
+        return run_with_fallback("case", fallback_placements(self.device), lambda placement: self._predict_case(
+            image, geometry, placement, started, stages, keep_probabilities, member_hook))
 
+    def _predict_case(self, image: np.ndarray, geometry: Geometry, placement: Placement, started: float,
+                      stages: StageLog, keep_probabilities: bool, member_hook: MemberProbabilitiesHook | None
+                      ) -> CaseResult:
+        spacing = geometry.spacing_zyx
+        compute, full_size = placement.compute, placement.accumulate
         active = [m for m in self.members if m.spec.weight > 0]
-        plan = budget_mod.plan(active, self.spec.time_budget_s, image, spacing, self.device, started)
+        plan = budget_mod.plan(active, self.spec.time_budget_s, image, spacing, started)
         users = Counter(signature(m) for m in plan.order)
         cache: dict[str, Preprocessed] = {}
-        accumulator = WeightedProbabilities(self.labels, image.shape, self.device)
+        accumulator = WeightedProbabilities(self.labels, image.shape, full_size)
         for member in plan.order:
             sig = signature(member)
             if plan.should_run(member):
                 outside = time.perf_counter()
                 if sig not in cache:
                     with stages.stage(f"preprocess [{member.name}]"):
-                        cache[sig] = preprocess(image, spacing, member, self.device)
+                        cache[sig] = preprocess(image, spacing, member, compute)
                 pre = cache[sig]
                 outside = time.perf_counter() - outside
                 with stages.stage(f"predict {member.name}"):
-                    logits = self._predict_member(member, pre, plan)
+                    logits = self._predict_member(member, pre, plan, placement)
                 after = time.perf_counter()
                 with stages.stage(f"to image grid {member.name}"):
-                    probabilities = to_image_grid(logits, pre, member, self.device)
+                    probabilities = to_image_grid(logits, pre, member, full_size)
                     del logits
                     tb = pre.transpose_backward
                     probabilities = probabilities.permute(0, *[a + 1 for a in tb])
@@ -146,22 +154,19 @@ class Engine:
         return CaseResult(tumor.astype(np.uint8), self.labels, probabilities if keep_probabilities else None,
                           stages, tuple(accumulator.members), plan.mirroring_dropped, tuple(plan.dropped))
 
-    def _predict_member(self, member: Member, pre: Preprocessed, plan: "budget_mod.BudgetPlan") -> torch.Tensor:
+    def _predict_member(self, member: Member, pre: Preprocessed, plan: "budget_mod.BudgetPlan",
+                        placement: Placement) -> torch.Tensor:
         faithful = member.spec.resampling == "faithful"
-
-        def attempt(placement: Placement) -> torch.Tensor:
-            with _resident(member, placement.compute):
-                progress = TileProgress(member.name)
-                return predict_logits(
-                    pre.data.to(placement.compute), member.networks, len(member.label_names), member.patch_size,
-                    tile_step_size=member.spec.tile_step_size, mirror_axes=plan.mirror_axes(member),
-                    accumulate_device=placement.accumulate,
-                    # faithful: nnU-Net's float16 accumulators, fold by fold; fast: one float32 accumulator
-                    accumulate_dtype=torch.float16 if faithful else torch.float32,
-                    on_tile=lambda done, total: (progress(done, total), plan.on_tile(member, done, total)),
-                )
-
-        return run_with_fallback(f"member {member.name}", fallback_placements(self.device), attempt)
+        with _resident(member, placement.compute):
+            progress = TileProgress(member.name)
+            return predict_logits(
+                pre.data.to(placement.compute), member.networks, len(member.label_names), member.patch_size,
+                tile_step_size=member.spec.tile_step_size, mirror_axes=plan.mirror_axes(member),
+                accumulate_device=placement.accumulate,
+                # faithful: nnU-Net's float16 accumulators, fold by fold; fast: one float32 accumulator
+                accumulate_dtype=torch.float16 if faithful else torch.float32,
+                on_tile=lambda done, total: (progress(done, total), plan.on_tile(member, done, total)),
+            )
 
 
 @contextmanager
