@@ -440,10 +440,28 @@ def test_dropped_cases_are_reported(tmp_path):
     (root / "gt" / "case_004.mha").unlink()
     out = tmp_path / "out"
     assert cli.main(fit_args(root, names, out, "--weight-step", "0.5", "--thresholds", "", "--min-volumes", "off",
-                             "--keep-largest", "off,1", "--max-distances", "off", "--folds", "2")) == 0
+                             "--keep-largest", "off,1", "--max-distances", "off", "--folds", "2",
+                             "--tumour-factors", "2")) == 0
     rep = json.loads((out / "report.json").read_text())
     assert rep["cases"]["used"] == 4
     assert rep["cases"]["dropped"] == {"case_002": "missing in under", "case_004": "missing in ground truth"}
+
+
+def test_fitted_spec_keeps_members_with_weight_drops_zero_and_loads(tmp_path):
+    from panther_ensemble.spec import load_spec as load
+
+    base = load(write_base_spec(tmp_path / "base.json", ["a", "b", "c"]))
+    cand = fit.Candidate((0.6, 0.0, 0.4), (1.0, 1.0, 2.0), "threshold", 0.4, (100.0, 1, None))
+    d = fit.fitted_spec_json(base, cand, "test")
+    (tmp_path / "spec.json").write_text(json.dumps(d))
+    spec = load(tmp_path / "spec.json")
+    assert [(m.name, m.weight, m.class_weights) for m in spec.members] == [("a", 0.6, {}), ("c", 0.4, {"tumor": 2.0})]
+    assert (spec.decision.rule, spec.decision.threshold) == ("threshold", 0.4)
+    assert (spec.postprocess.min_volume_mm3, spec.postprocess.keep_largest,
+            spec.postprocess.max_distance_to_pancreas_mm) == (100.0, 1, None)
+    d = fit.fitted_spec_json(base, fit.equal_candidate(3), "test")
+    assert d["decision"] == {"rule": "argmax"} and d["postprocess"] == {}
+    assert [m["weight"] for m in d["members"]] == [0.333333] * 3  # exactly what was scored
 
 
 # ----------------------------------------------------------------------------------------------------------

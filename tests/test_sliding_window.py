@@ -100,3 +100,15 @@ def test_progress_callback_counts_tiles():
     predict_logits(data, nets, 3, (8, 32, 32), 0.5, None, on_tile=lambda d, t: seen.append((d, t)))
     n = len(tile_slicers((10, 40, 40), (8, 32, 32), 0.5))
     assert seen == [(i + 1, n) for i in range(n)] and n == 2 * 2 * 2
+
+
+@pytest.mark.parametrize("patch", [(8, 32, 32), (24, 80, 80), (33, 47, 20), (32, 32)])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_separable_gaussian_is_nnunets_bit_for_bit(patch, dtype):
+    from nnunetv2.inference.sliding_window_prediction import compute_gaussian
+
+    from panther_ensemble.sliding_window import gaussian_importance_map
+
+    reference = compute_gaussian(patch, sigma_scale=1.0 / 8, value_scaling_factor=10, dtype=dtype,
+                                 device=torch.device("cpu"))
+    assert torch.equal(gaussian_importance_map(patch, dtype, torch.device("cpu")), reference)

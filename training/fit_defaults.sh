@@ -7,7 +7,8 @@
 # fold_*/validation/*.npz (nnU-Net --npz out-of-fold maps) becomes a member of a base spec written to
 # $PANTHER_DATA/fit/<dataset>/base.json (model paths relative to $PANTHER_DATA/nnUNet_results/<dataset>,
 # folds = those with out-of-fold maps); member names: "default" (nnUNetTrainerPhantom), "DA5"
-# (nnUNetTrainerPhantomDA5), else the trainer name. Ground truth: the raw dataset's labelsTr. The fit
+# (nnUNetTrainerPhantomDA5), else the trainer name (plus "_<plans>" when one trainer has several plans).
+# Ground truth: the raw dataset's labelsTr. The fit
 # writes spec.json, report.json, report.md and tradeoff.png to $PANTHER_DATA/fit/<dataset>/fit.
 set -euo pipefail
 DATA=${PANTHER_DATA:-/work/data}
@@ -36,9 +37,15 @@ for model in sorted(p for p in ds.iterdir() if p.is_dir() and "__" in p.name):
                    if re.fullmatch(r"fold_\d+", f.name) and any((f / "validation").glob("*.npz")))
     if not folds:
         continue
-    trainer = model.name.split("__")[0]
+    trainer, plans = (model.name.split("__") + ["", ""])[:2]
     name = {"nnUNetTrainerPhantom": "default", "nnUNetTrainerPhantomDA5": "DA5"}.get(trainer, trainer)
-    members.append({"name": name, "model": model.name, "folds": folds})
+    members.append({"name": name, "model": model.name, "folds": folds, "_plans": plans})
+names = [m["name"] for m in members]
+for m in members:  # the same trainer with several plans: add the plans name
+    if names.count(m["name"]) > 1:
+        m["name"] += "_" + (m["_plans"].replace("nnUNetPlans", "") or "nnUNetPlans")
+for m in members:
+    m.pop("_plans")
 if not members:
     sys.exit(f"{ds}: no model folder with fold_*/validation/*.npz yet")
 spec = {"version": 1, "task": task, "members": members,

@@ -5,8 +5,8 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 source "$HERE/env.sh"
-T1_SEED=${T1_SEED:-1012}
-T2_SEED=${T2_SEED:-1012}
+T1_SEED=${T1_SEED:-1016}
+T2_SEED=${T2_SEED:-1034}
 rm -rf "$REPO/test/input" "$REPO/test/ground-truth"
 $PY - "$REPO" "$T1_SEED" "$T2_SEED" <<'PY'
 import json, sys

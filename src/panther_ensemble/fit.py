@@ -15,10 +15,11 @@ and `tests/test_fit.py` checks it against uncropped scoring.
 Python use::
 
     members = [find_member("DA5", Path("oof/DA5")), find_member("default", Path("nnUNet_results/.../model"))]
-    space = SearchSpace.default(len(members), has_pancreas=True)
+    space = SearchSpace.build(len(members))                      # the defaults of the command line
     data = load_cases(members, Path("labelsTr"), crop_rule(space, members, "tumor", "pancreas"))
     ev = Evaluator(data, "tumor", "pancreas")
-    result = nested_cv(ev, space, objective="mean-rank", metric_weights=DEFAULT_METRIC_WEIGHTS, folds=5)
+    result = nested_cv(ev, space, objective="mean-rank", folds=5)
+    result.heldout_agg, result.final.best.cand                  # held-out estimate, the final choice
 """
 
 from __future__ import annotations
@@ -234,8 +235,13 @@ class SearchSpace:
         return a + k * (len(self.pp_grid) - 1)
 
     def describe(self) -> dict:
-        return {"weightings": len(self.weightings), "decisions": [_dec_label(d) for d in self.decisions],
-                "postprocess": [pp_label(p) for p in self.pp_grid], "top_k": self.top_k,
+        axes = {k: _uniq([p[i] for p in self.pp_grid])
+                for i, k in enumerate(("min_volume_mm3", "keep_largest", "max_distance_to_pancreas_mm"))}
+        return {"weightings": len(self.weightings),
+                "weightings_with_tumour_factors": sum(k is not None for _, k in self.weightings),
+                "decisions": [_dec_label(d) for d in self.decisions],
+                "postprocess_axes": {k: ["off" if v is None else v for v in vs] for k, vs in axes.items()},
+                "postprocess_settings": len(self.pp_grid), "top_k": self.top_k,
                 "candidates_per_search": self.n_candidates()}
 
 
@@ -384,7 +390,7 @@ def crop_rule(space: SearchSpace, members: Sequence[MemberSource], tumor_label: 
               crop: bool = True) -> CropRule:
     from .ensemble import common_label_space
 
-    n_labels = len(common_label_space([m.labels or () for m in members]))
+    n_labels = len(common_label_space([peek_labels(m, tumor_label) for m in members]))
     # argmax over L labels picks tumour only where its weighted probability is >= 1/L, which needs some
     # member with p(tumour) >= 1/L (proof in docs/FITTING.md); a threshold t needs some member with p >= t
     bound = 1.0 / max(n_labels, 2) if any(r == "argmax" for r, _ in space.decisions) else 1.0
@@ -1083,7 +1089,7 @@ def build_report(ev: Evaluator, res: FitResult, space: SearchSpace, args_info: d
                                                 / sum(math.prod(c.full_shape) for c in ev.data.cases)),
                    "live_voxel_fraction": float(sum(c.live.size for c in ev.data.cases)
                                                 / sum(math.prod(c.full_shape) for c in ev.data.cases))},
-        "command": args_info.get("command"),
+        "options": args_info.get("options"),
     }
 
 
@@ -1130,7 +1136,8 @@ def report_markdown(rep: dict) -> str:
     ch = rep["chosen"]
     lines.append("## Chosen (final fit on all cases -> spec.json)")
     lines.append("")
-    lines.append(f"- weights: {', '.join(f'{k} {v:.3g}' for k, v in ch['weights'].items())}")
+    lines.append(f"- weights: {', '.join(f'{k} {v:.3g}' for k, v in ch['weights'].items())}"
+                 + (" (members with weight 0 are left out of spec.json)" if min(ch['weights'].values()) == 0 else ""))
     if ch["tumour_class_weights"]:
         lines.append(f"- tumour class weights: {ch['tumour_class_weights']}")
     d = ch["decision"]
@@ -1140,9 +1147,12 @@ def report_markdown(rep: dict) -> str:
     lines.append("## Search space")
     lines.append("")
     s = rep["search_space"]
-    lines.append(f"- {s['weightings']} weightings x decisions {', '.join(s['decisions'])} (stage A, no "
-                 f"post-processing); then the top {s['top_k'] or 'all'} of stage A x {len(s['postprocess']) - 1} "
-                 f"post-processing settings (stage B): {'; '.join(s['postprocess'][1:])}")
+    ax = s["postprocess_axes"]
+    lines.append(f"- stage A: {s['weightings']} weightings ({s['weightings_with_tumour_factors']} of them with tumour "
+                 f"class weights) x decisions {', '.join(s['decisions'])}, no post-processing")
+    lines.append(f"- stage B: the top {s['top_k'] or 'all'} of stage A x {s['postprocess_settings'] - 1} post-processing "
+                 f"settings: min_volume_mm3 {ax['min_volume_mm3']} x keep_largest {ax['keep_largest']} x "
+                 f"max_distance_to_pancreas_mm {ax['max_distance_to_pancreas_mm']} (all off excluded)")
     lines.append(f"- metric weights of the weighted score: {rep['metric_weights']} (HD95 and MASD divided by the "
                  f"mean image diagonal {rep['score_normalisation']['image_diagonal_mm']:.0f} mm, volume RMSE by the "
                  f"RMS true volume {rep['score_normalisation']['rms_true_volume_mm3']:.0f} mm3)")
@@ -1177,7 +1187,7 @@ def plot_tradeoff(ev: Evaluator, res: FitResult, path: Path, title: str = "") ->
 
     names = [m.name for m in ev.data.members]
     scored = res.final.scored
-    fig, axes = plt.subplots(1, 2, figsize=(15, 6.6), constrained_layout=True)
+    fig, axes = plt.subplots(1, 2, figsize=(15, 7.4), constrained_layout=True)
     decs = _uniq([s.cand.dec for s in scored if s.stage == "A"])
     cmap = plt.get_cmap("viridis")
     colors = {d: ("#d62728" if d[0] == "argmax" else cmap(0.1 + 0.8 * i / max(len(decs) - 1, 1)))
@@ -1200,8 +1210,8 @@ def plot_tradeoff(ev: Evaluator, res: FitResult, path: Path, title: str = "") ->
             if y > top:
                 front.append((x, y))
                 top = y
-        ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="black", lw=1, ls="--",
-                label="Pareto front", zorder=3)
+        ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="black", lw=1.3, ls="--",
+                label="Pareto front (all candidates)", zorder=4)
         for nm in names:
             agg = res.reference[nm]
             ax.scatter([agg[xkey]], [agg["dice"]], s=120, marker="s", color="white", edgecolor="black", lw=1.5,
@@ -1215,17 +1225,18 @@ def plot_tradeoff(ev: Evaluator, res: FitResult, path: Path, title: str = "") ->
                    zorder=6, label="chosen (in-sample)")
         ax.scatter([res.heldout_agg[xkey]], [res.heldout_agg["dice"]], s=260, marker="*", facecolor="none",
                    edgecolor="black", lw=1.5, zorder=6, label="fitted ensemble, held-out estimate")
-        ax.set_xlabel(xlab)
+        ax.set_xscale("log")  # distances span sub-millimetre to the image diagonal (empty-prediction penalty)
+        ax.set_xlabel(xlab + ", log scale")
         ax.set_ylabel("mean Dice (higher is better)")
-        ax.grid(alpha=0.3)
-        xs = [s.agg[xkey] for s in scored] + [res.heldout_agg[xkey]]
-        lo, hi = float(np.percentile(xs, 0)), float(np.percentile(xs, 97))
-        ax.set_xlim(lo - 0.05 * (hi - lo + 1e-9), hi + 0.08 * (hi - lo + 1e-9))
-    axes[0].legend(fontsize=8, loc="lower left")
+        ax.grid(alpha=0.3, which="both")
+        xs = [max(s.agg[xkey], 1e-3) for s in scored] + [max(res.heldout_agg[xkey], 1e-3)]
+        ax.set_xlim(min(xs) / 1.3, max(xs) * 1.3)
     axes[0].set_title("Dice vs HD95 (squares: single members)")
     axes[1].set_title("Dice vs MASD (squares: single members)")
-    fig.suptitle(title or f"Trade-off across {len(scored)} candidates of the final search ({ev.n} cases, "
-                          "in-sample); best = top-left", fontsize=12)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=9)
+    fig.suptitle(title or f"Trade-off across the {len(scored)} candidates of the final search ({ev.n} cases, "
+                          f"in-sample; best = top-left)\nchosen: {best.cand.label(names)}", fontsize=11)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -1388,7 +1399,8 @@ def main(args: argparse.Namespace) -> int:
     load_spec(out / "spec.json")
     timings = {"load": t_loaded - t_start, **res.seconds, "fit": t_fitted - t_loaded}
     info = {"objective": objective, "metric_weights": mw,
-            "command": getattr(args, "command_line", None)}
+            "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(args).items())
+                        if k not in ("func",) and not callable(v)}}
     t_r = time.perf_counter()
     plot_tradeoff(ev, res, out / "tradeoff.png")
     timings["report"] = time.perf_counter() - t_r
