@@ -88,3 +88,22 @@ def test_engine_recovers_from_out_of_memory_with_identical_result(models, mri_fi
         got = Engine(spec, models, "cpu").predict(image, geometry).mask
     assert calls["n"] == 2 and "case: out of memory" in caplog.text
     assert np.array_equal(got, expected)
+
+
+def test_onednn_convolutions_match_the_stock_ones():
+    import copy
+
+    import modelfactory as mf
+    from panther_ensemble.runtime import use_onednn_convolutions
+
+    plans = mf.make_plans(patch_size=(16, 48, 48), architecture=mf.resenc_unet_arch(features=(4, 8, 16)))
+    torch.manual_seed(0)
+    stock = mf.build_network(plans, mf.make_dataset_json()).eval()
+    fast = copy.deepcopy(stock)
+    assert use_onednn_convolutions(fast) == sum(isinstance(m, torch.nn.Conv3d) for m in stock.modules()) > 0
+    x = torch.randn(1, 1, 16, 48, 48)
+    with torch.inference_mode():
+        a, b = stock(x), fast(x)
+    assert (a - b).abs().max().item() < 1e-4 * a.abs().max().item()
+    with torch.inference_mode():  # float16 input (or another device) falls back to the stock kernel
+        assert fast.double()(x.double()).dtype == torch.float64

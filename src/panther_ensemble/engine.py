@@ -34,7 +34,7 @@ from .members import Member, ModelFolder, check_member_files, load_member
 from .postprocess import postprocess
 from .preprocess import Preprocessed, preprocess, signature, to_image_grid
 from .runtime import (Placement, StageLog, TileProgress, choose_device, fallback_placements, is_out_of_memory,
-                      run_with_fallback)
+                      run_with_fallback, use_onednn_convolutions)
 from .sliding_window import predict_logits
 from .spec import EnsembleSpec
 
@@ -74,6 +74,9 @@ class Engine:
             return self
         for member_spec, folder in zip(self.spec.members, self.folders):
             member = load_member(member_spec, folder, torch.device("cpu"))
+            if self.device.type == "cpu":
+                for network in member.networks:
+                    use_onednn_convolutions(network)
             try:
                 member.to(self.device)
             except Exception as exc:  # noqa: BLE001
