@@ -33,6 +33,14 @@ def test_good_spec_round_trips(tmp_path):
     assert again.to_json() == spec.to_json()
 
 
+@pytest.mark.parametrize("decision", [{"rule": "argmax"}, {"rule": "threshold", "threshold": 0.35}])
+def test_to_json_parses_back_to_the_same_spec(tmp_path, decision):
+    spec = parse_spec(dict(GOOD, decision=decision), "x.json")
+    assert parse_spec(spec.to_json(), "x.json") == spec
+    spec.save(tmp_path / "s.json")
+    assert load_spec(tmp_path / "s.json") == parse_spec(dict(GOOD, decision=decision), str(tmp_path / "s.json"))
+
+
 def test_defaults():
     spec = parse_spec({"version": 1, "task": 2, "members": [{"name": "a", "model": "m", "folds": [0]}]})
     m = spec.members[0]

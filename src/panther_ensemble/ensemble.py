@@ -68,7 +68,7 @@ class WeightedProbabilities:
             if w == 0:
                 continue
             c = self.labels.index(label)
-            self.sum[c][inside].add_(probabilities[k].to(self.sum.device), alpha=w)
+            self.sum[c][inside].add_(probabilities[k].to(self.sum.device, torch.float32), alpha=w)
             if label == "background":
                 for slab in outside_box(self.shape, box):
                     self.sum[c][slab] += w

@@ -69,12 +69,15 @@ class EnsembleSpec:
     source: str = "<dict>"  # where it was read from, for messages
 
     def to_json(self) -> dict[str, Any]:
+        """The spec as `parse_spec` reads it (round trip: parse_spec(spec.to_json()) == spec)."""
         d = asdict(self)
         d.pop("source")
+        d["members"] = [dict(m, folds=list(m["folds"])) for m in d["members"]]
         for m in d["members"]:
-            m["folds"] = list(m["folds"])
             if m["configuration"] is None:
                 m.pop("configuration")
+        if d["decision"]["threshold"] is None:
+            d["decision"].pop("threshold")
         return d
 
     def save(self, path: Path | str) -> None:
