@@ -97,3 +97,12 @@ def test_a_label_without_weight_has_probability_zero():
     out = acc.probabilities()
     assert torch.all(out[2] == 0)
     torch.testing.assert_close(out[1], torch.full((1, 1, 2), 0.8))
+
+
+def test_argmax_is_matches_argmax_with_ties():
+    from panther_ensemble.ensemble import argmax_is
+
+    g = torch.Generator().manual_seed(0)
+    p = torch.randint(0, 4, (4, 6, 7, 8), generator=g).float() / 4  # many exact ties
+    for i in range(4):
+        assert torch.equal(argmax_is(p, i), p.argmax(0) == i)

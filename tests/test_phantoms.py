@@ -89,7 +89,7 @@ def test_geometry_ranges():
 
 
 def test_socket_layout(tmp_path, t2, monkeypatch):
-    monkeypatch.setattr(phantoms, "_phantom_arrays", lambda task, seed: t2)  # layout only: reuse the fixture
+    monkeypatch.setattr(phantoms, "_phantom_arrays", lambda task, seed, *_: t2)  # layout only: reuse the fixture
     ipath, label = phantoms.write_socket_case(tmp_path / "in", 2, 7, ground_truth_dir=tmp_path / "gt")
     uid = phantoms.case_uuid(2, 7)
     assert ipath == tmp_path / "in" / "images" / "abdominal-t2-mri" / f"{uid}.mha"
@@ -105,7 +105,7 @@ def test_socket_layout(tmp_path, t2, monkeypatch):
 
 def test_nnunet_dataset_layout(tmp_path, t2, monkeypatch):
     monkeypatch.setattr(phantoms, "generate_phantom",
-                        lambda task, seed: (phantoms._to_image(t2[0], t2[2]), phantoms._to_image(t2[1], t2[2])))
+                        lambda task, seed, *_: (phantoms._to_image(t2[0], t2[2]), phantoms._to_image(t2[1], t2[2])))
     root = phantoms.write_nnunet_dataset(tmp_path, 2, [3], 999, "Tiny")
     meta = json.loads((root / "dataset.json").read_text())
     assert root.name == "Dataset999_Tiny"
@@ -140,3 +140,17 @@ def test_shipped_samples_regenerate_bit_for_bit(task, seed, image, truth):
     assert ref_img.GetPixelID() == sitk.sitkInt16
     assert np.array_equal(sitk.GetArrayViewFromImage(img), sitk.GetArrayViewFromImage(ref_img))
     assert np.array_equal(sitk.GetArrayViewFromImage(lab), sitk.GetArrayViewFromImage(ref_lab))
+
+
+def test_contrast_scale_changes_only_the_tumour(t2):
+    """The easier pre-training variant: same anatomy and noise draws, stronger tumour contrast."""
+    from scipy import ndimage
+    img, lab, geom, *_ = phantoms._phantom_arrays(2, 7, tumour_contrast_scale=2.0)
+    assert np.array_equal(lab, t2[1]) and geom == t2[2]
+    changed = img != t2[0]
+    assert changed.any()
+    near = ndimage.distance_transform_edt(lab != 1, sampling=geom.spacing_zyx) <= 6.0
+    assert not (changed & ~near).any()
+    d_easy = np.median(img[lab == 1]) - np.median(img[(lab == 2) & near])
+    d_std = np.median(t2[0][lab == 1]) - np.median(t2[0][(lab == 2) & near])
+    assert d_easy > d_std > 0

@@ -92,14 +92,26 @@ def decide(probabilities: torch.Tensor, labels: Sequence[str], tumor_label: str,
     """
     t = labels.index(tumor_label)
     if rule == "argmax":
-        return probabilities.argmax(dim=0) == t
+        return argmax_is(probabilities, t)
     if rule == "threshold":
         return probabilities[t] >= threshold
     raise ValueError(f"unknown decision rule {rule!r}")
+
+
+def argmax_is(probabilities: torch.Tensor, index: int) -> torch.Tensor:
+    """`probabilities.argmax(0) == index`, ties included (argmax takes the first maximum), by comparisons:
+    strictly greater than every earlier label, at least as large as every later one. Several times faster
+    than a full argmax over a (labels, z, y, x) tensor on the CPU."""
+    p = probabilities[index]
+    out = torch.ones_like(p, dtype=torch.bool)
+    for j in range(probabilities.shape[0]):
+        if j != index:
+            out &= (p > probabilities[j]) if j < index else (p >= probabilities[j])
+    return out
 
 
 def label_mask(probabilities: torch.Tensor, labels: Sequence[str], label: str) -> torch.Tensor | None:
     """Voxels whose argmax is `label` (e.g. the predicted pancreas), or None if no member predicts it."""
     if label not in labels:
         return None
-    return probabilities.argmax(dim=0) == labels.index(label)
+    return argmax_is(probabilities, labels.index(label))

@@ -232,11 +232,13 @@ def _task_params(task: int, rng: np.random.Generator) -> dict:
 # the phantom
 
 
-def _phantom_arrays(task: int, seed: int):
+def _phantom_arrays(task: int, seed: int, tumour_contrast_scale: float = 1.0):
     rng = np.random.default_rng([int(task), int(seed)])
     geom, centre_world = _random_geometry(task, rng)
     g = _Grid(geom, centre_world)
     p = _task_params(task, rng)
+    if tumour_contrast_scale != 1.0:  # easier variant (curriculum pre-training); same anatomy and draws
+        p["tumour_contrast"] *= float(tumour_contrast_scale)
     tab = p["tab"]
     for k in list(tab):  # per-phantom tissue variation
         tab[k] *= rng.uniform(0.92, 1.08)
@@ -440,9 +442,13 @@ def _to_image(arr: np.ndarray, geom: Geometry) -> sitk.Image:
     return im
 
 
-def generate_phantom(task: int, seed: int) -> tuple[sitk.Image, sitk.Image]:
-    """(image int16, label uint8 with 0 background, 1 tumour, 2 pancreas) for this task and seed."""
-    img, lab, geom, _, _ = _phantom_arrays(task, seed)
+def generate_phantom(task: int, seed: int, tumour_contrast_scale: float = 1.0) -> tuple[sitk.Image, sitk.Image]:
+    """(image int16, label uint8 with 0 background, 1 tumour, 2 pancreas) for this task and seed.
+
+    tumour_contrast_scale multiplies the tumour's mean contrast against the pancreas (1.0: the standard
+    phantom; larger: an easier variant with the same anatomy, used only for curriculum pre-training).
+    """
+    img, lab, geom, _, _ = _phantom_arrays(task, seed, tumour_contrast_scale)
     return _to_image(img, geom), _to_image(lab, geom)
 
 
@@ -468,7 +474,8 @@ def _write(im: sitk.Image, path: Path) -> None:
     sitk.WriteImage(im, str(path), useCompression=True)
 
 
-def write_nnunet_dataset(out_dir, task: int, seeds, dataset_id: int, dataset_name: str) -> Path:
+def write_nnunet_dataset(out_dir, task: int, seeds, dataset_id: int, dataset_name: str,
+                         tumour_contrast_scale: float = 1.0) -> Path:
     """nnU-Net v2 raw dataset out_dir/DatasetXXX_Name with one case per seed; returns its folder."""
     seeds = [int(v) for v in seeds]
     root = Path(out_dir) / f"Dataset{int(dataset_id):03d}_{dataset_name}"
@@ -476,7 +483,7 @@ def write_nnunet_dataset(out_dir, task: int, seeds, dataset_id: int, dataset_nam
         (root / sub).mkdir(parents=True, exist_ok=True)
     for sd in seeds:
         case = f"phantom_t{task}_{sd:04d}"
-        img, lab = generate_phantom(task, sd)
+        img, lab = generate_phantom(task, sd, tumour_contrast_scale)
         _write(img, root / "imagesTr" / f"{case}_0000.mha")
         _write(lab, root / "labelsTr" / f"{case}.mha")
         log.info("wrote %s", case)
@@ -486,7 +493,8 @@ def write_nnunet_dataset(out_dir, task: int, seeds, dataset_id: int, dataset_nam
         "numTraining": len(seeds),
         "file_ending": ".mha",
         "name": dataset_name,
-        "description": f"synthetic PANTHER Task {task} phantoms (panther_ensemble.phantoms), seeds {_fmt_seeds(seeds)}",
+        "description": f"synthetic PANTHER Task {task} phantoms (panther_ensemble.phantoms), seeds {_fmt_seeds(seeds)}"
+                       + (f", tumour contrast x{tumour_contrast_scale}" if tumour_contrast_scale != 1.0 else ""),
     }
     (root / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
     return root
@@ -599,6 +607,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="nnUNet_raw folder")
     p.add_argument("--dataset-id", type=int, required=True)
     p.add_argument("--dataset-name", default=None, help="default PhantomT<task>")
+    p.add_argument("--tumour-contrast-scale", type=float, default=1.0,
+                   help="multiply the tumour's mean contrast (easier phantoms for curriculum pre-training)")
     p = sub.add_parser("baseline", help="best-on-train intensity threshold inside the true pancreas+tumour mask")
     p.add_argument("--task", type=int, choices=(1, 2), required=True)
     p.add_argument("--train-seeds", default="0-59")
@@ -618,7 +628,7 @@ def main(args) -> int:
         print(ipath)
     elif act == "dataset":
         root = write_nnunet_dataset(args.out, args.task, _parse_seeds(args.seeds), args.dataset_id,
-                                    args.dataset_name or f"PhantomT{args.task}")
+                                    args.dataset_name or f"PhantomT{args.task}", args.tumour_contrast_scale)
         print(root)
     elif act == "baseline":
         res = threshold_baseline(args.task, _parse_seeds(args.train_seeds), _parse_seeds(args.test_seeds),

@@ -134,11 +134,22 @@ def predict_logits(
     with amp:
         for t, sl in enumerate(slicers):
             x = data[(slice(None), *sl)][None].contiguous()
-            for f, network in enumerate(networks):
-                prediction = predict_tile(network, x, flips, batch_mirrors)[0].to(accumulate_device)
+            target = (slice(None), *sl)
+            if per_fold:  # nnU-Net's rounding: every fold weighted and added on its own
+                for f, network in enumerate(networks):
+                    prediction = predict_tile(network, x, flips, batch_mirrors)[0].to(accumulate_device)
+                    if gaussian is not None:
+                        prediction *= gaussian
+                    accumulators[f][target] += prediction
+            else:  # folds summed on the tile first: one weighting and one strided add per tile
+                tile_sum = None
+                for network in networks:
+                    prediction = predict_tile(network, x, flips, batch_mirrors)[0]
+                    tile_sum = prediction.float() if tile_sum is None else tile_sum.add_(prediction)
+                tile_sum = tile_sum.to(accumulate_device)
                 if gaussian is not None:
-                    prediction *= gaussian
-                accumulators[f if per_fold else 0][(slice(None), *sl)] += prediction
+                    tile_sum *= gaussian
+                accumulators[0][target] += tile_sum
             weight_sum[sl] += gaussian if gaussian is not None else 1
             if on_tile is not None:
                 on_tile(t + 1, len(slicers))

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# (Re)make test/expected_output/<interface>/images/pancreatic-tumor-segmentation/<uuid>.mha for every sample case
+# in test/input/<interface>/, with the shipped default specs and models, on the CPU, in this checkout's engine.
+# Run after changing a spec, the models or anything that changes the numbers; the tests compare against these.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
+for case_dir in test/input/*/; do
+  interface="$(basename "$case_dir")"
+  out="test/expected_output/$interface"
+  rm -rf "$out"
+  "$PY" inference.py --input "$case_dir" --output "$out" --model-dir model_weights --device cpu
+done
+find test/expected_output -name '*.mha' | sort

@@ -1,0 +1,69 @@
+"""The shipped default models on the shipped sample cases: the README's main job, end to end."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import REPO
+from panther_ensemble.engine import Engine
+from panther_ensemble.evaluate import case_metrics
+from panther_ensemble.io import find_socket_input, read_image
+from panther_ensemble.spec import load_spec
+
+CASES = sorted(p.name for p in (REPO / "test" / "input").iterdir() if p.is_dir())
+
+
+def expected_mask(interface: str, image_name: str) -> np.ndarray:
+    path = REPO / "test" / "expected_output" / interface / "images" / "pancreatic-tumor-segmentation" / image_name
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+def test_there_is_a_sample_case_per_task():
+    tasks = sorted(find_socket_input(REPO / "test" / "input" / c).task for c in CASES)
+    assert tasks == [1, 2]
+
+
+@pytest.mark.parametrize("interface", CASES)
+def test_readme_main_job_reproduces_the_expected_output(interface, tmp_path):
+    """`python inference.py --input test/input/<interface> ...` as the README runs it (fresh process)."""
+    socket = find_socket_input(REPO / "test" / "input" / interface)
+    proc = subprocess.run([sys.executable, REPO / "inference.py", "--input", REPO / "test" / "input" / interface,
+                           "--output", tmp_path, "--device", "cpu"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "images" / "pancreatic-tumor-segmentation" / socket.image.name
+    got = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
+    expected = expected_mask(interface, socket.image.name)
+    assert expected.any(), "the expected output should contain a tumour"
+    assert (got == expected).mean() >= 0.9999
+    # and it is a sensible segmentation of the phantom's tumour
+    gt = sitk.GetArrayFromImage(sitk.ReadImage(str(REPO / "test" / "ground-truth" / socket.image.name)))
+    spacing = tuple(reversed(sitk.ReadImage(str(out)).GetSpacing()))
+    assert case_metrics(got, gt, spacing)["dice"] > 0.5
+
+
+@pytest.mark.parametrize("interface", CASES)
+def test_fast_mode_agrees_with_faithful_on_the_sample_case(interface):
+    """The figure quoted in docs/ARCHITECTURE.md: fast (torch twins, float32) vs faithful (nnU-Net's own)."""
+    socket = find_socket_input(REPO / "test" / "input" / interface)
+    spec = load_spec(REPO / "resources" / f"task{socket.task}.json")
+    image, geometry = read_image(socket.image)
+    masks = {}
+    for mode in ("fast", "faithful"):
+        raw = spec.to_json()
+        for m in raw["members"]:
+            m["resampling"] = mode
+        from panther_ensemble.spec import parse_spec
+
+        result = Engine(parse_spec(raw, f"{mode} variant"), REPO / "model_weights", "cpu").predict(
+            image, geometry, keep_probabilities=True)
+        masks[mode] = result.mask
+    agreement = (masks["fast"] == masks["faithful"]).mean()
+    print(f"{interface}: fast vs faithful voxel agreement {agreement:.6f}; tumour voxels "
+          f"{int(masks['fast'].sum())} vs {int(masks['faithful'].sum())}")
+    assert agreement >= 0.995
