@@ -49,11 +49,11 @@ def test_mirror_combinations_order():
     assert mirror_combinations((0, 1, 2)) == [(), (2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)]
 
 
-@pytest.mark.parametrize("mirror", [None, (0, 1, 2)])
+@pytest.mark.parametrize("mirror", [None, (0, 2)])
 def test_fp16_fold_accumulation_matches_nnunet_bit_for_bit(mirror):
     plans = mf.make_plans(patch_size=(8, 32, 32))
     nets = make_networks(plans, 2)
-    data = torch.from_numpy(np.random.default_rng(0).normal(size=(1, 14, 45, 50)).astype(np.float32))
+    data = torch.from_numpy(np.random.default_rng(0).normal(size=(1, 12, 40, 45)).astype(np.float32))
     ref_net = mf.build_network(plans, mf.make_dataset_json()).eval()
     p = predictor_for(plans, [n.state_dict() for n in nets], ref_net, mirror, use_mirroring=mirror is not None)
     reference = p.predict_logits_from_preprocessed_data(data)
@@ -66,9 +66,9 @@ def test_fp32_accumulation_and_batched_mirrors_agree_with_reference():
     plans = mf.make_plans(patch_size=(8, 32, 32))
     nets = make_networks(plans, 2, seed=5)
     data = torch.from_numpy(np.random.default_rng(1).normal(size=(1, 12, 40, 44)).astype(np.float32))
-    half = predict_logits(data, nets, 3, (8, 32, 32), 0.5, (0, 1, 2), accumulate_dtype=torch.float16)
-    full = predict_logits(data, nets, 3, (8, 32, 32), 0.5, (0, 1, 2), accumulate_dtype=torch.float32)
-    batched = predict_logits(data, nets, 3, (8, 32, 32), 0.5, (0, 1, 2), accumulate_dtype=torch.float32,
+    half = predict_logits(data, nets, 3, (8, 32, 32), 0.5, (1, 2), accumulate_dtype=torch.float16)
+    full = predict_logits(data, nets, 3, (8, 32, 32), 0.5, (1, 2), accumulate_dtype=torch.float32)
+    batched = predict_logits(data, nets, 3, (8, 32, 32), 0.5, (1, 2), accumulate_dtype=torch.float32,
                              batch_mirrors=True)
     assert full.dtype == torch.float32
     assert torch.allclose(full, batched, atol=1e-4)

@@ -16,7 +16,7 @@ source "$HERE/env.sh"
 mkdir -p "$nnUNet_raw" "$nnUNet_preprocessed" "$nnUNet_results" "$PANTHER_DATA/logs"
 LOGS=$PANTHER_DATA/logs
 PE="$NNUNET_BIN/panther-ensemble"
-P_EPOCHS=${P_EPOCHS:-50}      # x 50 iterations, pre-training on Dataset903 (fold all)
+P_EPOCHS=${P_EPOCHS:-40}      # x 50 iterations, pre-training on Dataset903 (fold all)
 T1_EPOCHS=${T1_EPOCHS:-10}     # x 50 iterations, initialised from the pre-trained network
 T1_LR=${T1_LR:-0.005}
 T2_EPOCHS=${T2_EPOCHS:-8}      # x 50 iterations, initialised from the Task 1 specialist of the same kind and fold
@@ -27,7 +27,7 @@ stamp() { echo "[$(date +%H:%M:%S)] $*"; }
 
 # dataset per step: id, name, phantom task, first seed, extra generator options
 declare -A DS_ID=([0]=903 [1]=901 [2]=902) DS_NAME=([0]=PhantomT1Pretrain [1]=PhantomT1 [2]=PhantomT2)
-declare -A DS_TASK=([0]=1 [1]=1 [2]=2) DS_SEED0=([0]=2000 [1]=0 [2]=0) DS_OPT=([0]="--tumour-contrast-scale 2.5" [1]="" [2]="")
+declare -A DS_TASK=([0]=1 [1]=1 [2]=2) DS_SEED0=([0]=2000 [1]=0 [2]=0) DS_OPT=([0]="--tumour-contrast-scale 4.5" [1]="" [2]="")
 declare -A DS_SPACING=([0]="3.0 2.0 2.0" [1]="3.0 2.0 2.0" [2]="2.0 2.0 2.0") DS_SPLITS=([0]="--no-splits" [1]="" [2]="")
 
 data() {  # $1 = 0, 1 or 2; 60 seeds in two processes, merged
