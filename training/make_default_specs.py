@@ -1,0 +1,47 @@
+"""Turn the fitted phantom specs into the shipped defaults, resources/task1.json and resources/task2.json.
+
+    python training/make_default_specs.py /work/data/fit/Dataset901_PhantomT1/fit/spec.json \
+        /work/data/fit/Dataset902_PhantomT2/fit/spec.json
+
+`panther-ensemble fit` writes member model paths relative to the dataset's results folder; the shipped specs
+name them relative to model_weights/ (the folders training/export_weights.py writes), so the dataset folder
+is prefixed. Every member runs without mirroring and with `fast` resampling on the device, and the
+description records where the weights came from. Weights, class weights, decision and post-processing are
+the fitted ones, unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+sys.path.insert(0, str(REPO / "src"))
+from panther_ensemble.spec import parse_spec  # noqa: E402
+
+
+def main(paths: list[str]) -> int:
+    for path in map(Path, paths):
+        raw = json.loads(path.read_text())
+        dataset = path.parents[1].name  # /.../fit/<Dataset>/fit/spec.json
+        for m in raw["members"]:
+            m["model"] = f"{dataset}/{m['model']}"
+            m["mirroring"] = False
+            m["resampling"] = "fast"
+        raw["description"] = (f"Default Task {raw['task']} ensemble: phantom specialists of {dataset} (default and "
+                              f"DA5 augmentation), weights, decision and post-processing fitted by "
+                              f"`panther-ensemble fit` on their out-of-fold maps (docs/FITTING.md). Mirroring off "
+                              f"for CPU speed, as in the winning team's container.")
+        spec = parse_spec(raw, str(path))
+        target = REPO / "resources" / f"task{spec.task}.json"
+        spec.save(target)
+        print(f"{target}: " + ", ".join(f"{m.name} w={m.weight:g}" for m in spec.members)
+              + f"; decision {spec.decision.rule}" + (f" {spec.decision.threshold}" if spec.decision.threshold else "")
+              + f"; postprocess {spec.to_json()['postprocess']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
