@@ -12,3 +12,21 @@ for case_dir in test/input/*/; do
   "$PY" inference.py --input "$case_dir" --output "$out" --model-dir model_weights --device cpu
 done
 find test/expected_output -name '*.mha' | sort
+# the shipped models' quality on the sample cases, for the docs (test/expected_output/metrics.json)
+"$PY" - <<'PY'
+import json
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from panther_ensemble.evaluate import case_metrics
+
+rows = {}
+for mask in sorted(Path("test/expected_output").rglob("*.mha")):
+    out = sitk.ReadImage(str(mask))
+    gt = sitk.ReadImage(str(Path("test/ground-truth") / mask.name))
+    m = case_metrics(sitk.GetArrayFromImage(out), sitk.GetArrayFromImage(gt), tuple(reversed(out.GetSpacing())))
+    rows[str(mask)] = {k: round(float(v), 4) for k, v in m.items()}
+Path("test/expected_output/metrics.json").write_text(json.dumps(rows, indent=2) + "\n")
+print(json.dumps(rows, indent=2))
+PY

@@ -5,8 +5,11 @@
 MODEL_DIR is a trained model folder <results>/DatasetXXX_Name/<trainer>__<plans>__<configuration>.
 Written: dest/DatasetXXX_Name/<trainer>__<plans>__<configuration>/{dataset.json, plans.json,
 fold_k/checkpoint_final.pth}, each checkpoint reduced to network_weights, init_args (configuration and
-fold only), trainer_name, inference_allowed_mirroring_axes and current_epoch.  The full outputs stay
-where they are.
+fold only), trainer_name, inference_allowed_mirroring_axes and current_epoch, floating-point weights
+stored as float16 (--dtype; the networks still compute in float32: load_state_dict casts them back).
+Why float16: 8 fold checkpoints of 1.1 M parameters are 36 MB in float32, and the shipped models must
+stay under 20 MB; rounding the weights moves the sample cases' probabilities by at most the figure in
+training/README.md.  The full outputs stay where they are.
 """
 
 import argparse
@@ -18,10 +21,11 @@ import torch
 KEEP = ("network_weights", "trainer_name", "inference_allowed_mirroring_axes", "current_epoch")
 
 
-def strip_checkpoint(src: Path, dst: Path) -> None:
+def strip_checkpoint(src: Path, dst: Path, dtype: torch.dtype = torch.float16) -> None:
     ck = torch.load(src, map_location="cpu", weights_only=False)  # our own trainer's output
     out = {k: ck[k] for k in KEEP}
-    out["network_weights"] = {k: v.detach().clone().contiguous() for k, v in ck["network_weights"].items()}
+    out["network_weights"] = {k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).clone().contiguous()
+                              for k, v in ck["network_weights"].items()}
     ax = out["inference_allowed_mirroring_axes"]
     out["inference_allowed_mirroring_axes"] = None if ax is None else tuple(int(a) for a in ax)
     out["current_epoch"] = int(out["current_epoch"])
@@ -37,6 +41,7 @@ def main() -> None:
     ap.add_argument("models", nargs="+")
     ap.add_argument("--dest", default=str(Path(__file__).resolve().parents[1] / "model_weights"))
     ap.add_argument("--folds", nargs="+", type=int, default=[0, 1])
+    ap.add_argument("--dtype", choices=["float16", "float32"], default="float16")
     a = ap.parse_args()
     for m in a.models:
         m = Path(m)
@@ -47,7 +52,8 @@ def main() -> None:
         for f in ("dataset.json", "plans.json"):
             shutil.copy2(m / f, dst / f)
         for k in a.folds:
-            strip_checkpoint(m / f"fold_{k}" / "checkpoint_final.pth", dst / f"fold_{k}" / "checkpoint_final.pth")
+            strip_checkpoint(m / f"fold_{k}" / "checkpoint_final.pth", dst / f"fold_{k}" / "checkpoint_final.pth",
+                             getattr(torch, a.dtype))
         size = sum(p.stat().st_size for p in dst.rglob("*") if p.is_file())
         print(f"{dst}: {size / 1e6:.2f} MB")
 

@@ -13,6 +13,8 @@ import json
 import os
 import time
 
+import torch
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -61,9 +63,13 @@ def main() -> None:
     tr.print_to_log_file(f"phantom schedule: {tr.num_epochs} epochs x {tr.num_iterations_per_epoch} iterations, "
                          f"lr {tr.initial_lr}, pretrained {a.pretrained}")
     if a.pretrained:
-        from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
+        # nnU-Net's load_pretrained_weights skips the segmentation heads (it allows a different label set);
+        # ours are the same three labels, and discarding the heads threw away the tumour detector that the
+        # pre-training had learned (fine-tuning restarted at tumour Dice 0). Load everything, strictly.
         tr.initialize()
-        load_pretrained_weights(tr.network, a.pretrained, verbose=False)
+        ckpt = torch.load(a.pretrained, map_location="cpu", weights_only=False)
+        tr.network.load_state_dict(ckpt["network_weights"], strict=True)
+        tr.print_to_log_file(f"loaded all weights (segmentation heads included) from {a.pretrained}")
     t0 = time.time()
     tr.run_training()
     t_train = time.time() - t0
