@@ -45,7 +45,7 @@ def test_export_packs_image_and_weights(tmp_path):
     assert len(images) == 1 and images[0].stat().st_size > 100e6
     with tarfile.open(tmp_path / "model.tar.gz") as tar:
         names = tar.getnames()
-    assert all(n.startswith("./") for n in names)  # no leading folder: unpacks straight into /opt/ml/model
+    assert all(n == "." or n.startswith("./") for n in names)  # no leading folder: unpacks into /opt/ml/model
     assert any(n.endswith("fold_0/checkpoint_final.pth") for n in names)
     assert "satisfies resources/task1.json" in proc.stdout and "satisfies resources/task2.json" in proc.stdout
     print(proc.stdout)
