@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from conftest import REPO
 from panther_ensemble.engine import Engine
 from panther_ensemble.io import find_socket_input, read_image
-from panther_ensemble.spec import load_spec
+from panther_ensemble.spec import load_spec, parse_spec
 
 CASES = sorted(p.name for p in (REPO / "test" / "input").iterdir() if p.is_dir())
 
@@ -53,8 +53,6 @@ def test_fast_mode_agrees_with_faithful_on_the_sample_case(interface):
         raw = spec.to_json()
         for m in raw["members"]:
             m["resampling"] = mode
-        from panther_ensemble.spec import parse_spec
-
         result = Engine(parse_spec(raw, f"{mode} variant"), REPO / "model_weights", "cpu").predict(
             image, geometry, keep_probabilities=True)
         masks[mode] = result.mask

@@ -29,41 +29,38 @@ from panther_ensemble.spec import parse_spec  # noqa: E402
 
 
 NAMES = {"nnUNetTrainerPhantom": "default", "nnUNetTrainerPhantomDA5": "DA5"}
+CPU_NOTE = "Mirroring off so that the sample case runs in about a minute on a 2-core CPU."
 
 
 def equal_weight_spec(dataset: str) -> dict:
+    task = 2 if "T2" in dataset else 1
     folders = sorted(p for p in (REPO / "model_weights" / dataset).iterdir() if p.is_dir())
     members = [{"name": NAMES.get(f.name.split("__")[0], f.name.split("__")[0]), "model": f"{dataset}/{f.name}",
-                "folds": sorted(int(k.name[5:]) for k in f.glob("fold_*")), "weight": 1.0,
-                "mirroring": False, "resampling": "fast"} for f in folders]
-    return {"version": 1, "task": 2 if "T2" in dataset else 1, "members": members, "decision": {"rule": "argmax"},
-            "description": f"Default Task {2 if 'T2' in dataset else 1} ensemble: phantom specialists of {dataset} "
-                           f"(default and DA5 augmentation), equal weights, argmax, no post-processing (not fitted: "
-                           f"training/README.md says why). Mirroring off so that the sample case runs in about a "
-                           f"minute on a 2-core CPU."}
+                "folds": sorted(int(k.name[5:]) for k in f.glob("fold_*")), "weight": 1.0} for f in folders]
+    return {"version": 1, "task": task, "members": members, "decision": {"rule": "argmax"},
+            "description": f"Default Task {task} ensemble: phantom specialists of {dataset} (default and DA5 "
+                           f"augmentation), equal weights, argmax, no post-processing (not fitted: training/README.md "
+                           f"says why). {CPU_NOTE}"}
 
 
-def main(paths: list[str]) -> int:
-    for arg in paths:
-        if arg.startswith("equal:"):
-            raw = equal_weight_spec(arg[len("equal:"):])
-            spec = parse_spec(raw, arg)
-            target = REPO / "resources" / f"task{spec.task}.json"
-            spec.save(target)
-            print(f"{target}: " + ", ".join(f"{m.name} w={m.weight:g}" for m in spec.members) + "; argmax")
-            continue
-        path = Path(arg)
-        raw = json.loads(path.read_text())
-        dataset = path.parents[1].name  # /.../fit/<Dataset>/fit/spec.json
+def fitted_spec(path: Path) -> dict:
+    raw = json.loads(path.read_text())
+    dataset = path.parents[1].name  # /.../fit/<Dataset>/fit/spec.json
+    for m in raw["members"]:
+        m["model"] = f"{dataset}/{m['model']}"
+    raw["description"] = (f"Default Task {raw['task']} ensemble: phantom specialists of {dataset} (default and DA5 "
+                          f"augmentation), weights, decision and post-processing fitted by `panther-ensemble fit` on "
+                          f"their out-of-fold maps (docs/FITTING.md). {CPU_NOTE}")
+    return raw
+
+
+def main(args: list[str]) -> int:
+    for arg in args:
+        raw = equal_weight_spec(arg[len("equal:"):]) if arg.startswith("equal:") else fitted_spec(Path(arg))
         for m in raw["members"]:
-            m["model"] = f"{dataset}/{m['model']}"
             m["mirroring"] = False
             m["resampling"] = "fast"
-        raw["description"] = (f"Default Task {raw['task']} ensemble: phantom specialists of {dataset} (default and "
-                              f"DA5 augmentation), weights, decision and post-processing fitted by "
-                              f"`panther-ensemble fit` on their out-of-fold maps (docs/FITTING.md). Mirroring off "
-                              f"so that the sample case runs in about a minute on a 2-core CPU.")
-        spec = parse_spec(raw, str(path))
+        spec = parse_spec(raw, arg)
         target = REPO / "resources" / f"task{spec.task}.json"
         spec.save(target)
         print(f"{target}: " + ", ".join(f"{m.name} w={m.weight:g}" for m in spec.members)

@@ -133,8 +133,8 @@ def predict_logits(
     amp = torch.autocast(compute_device.type, dtype=torch.float16) if autocast else nullcontext()
     with amp:
         for t, sl in enumerate(slicers):
-            x = data[(slice(None), *sl)][None].contiguous()
             target = (slice(None), *sl)
+            x = data[target][None].contiguous()
             if per_fold:  # nnU-Net's rounding: every fold weighted and added on its own
                 for f, network in enumerate(networks):
                     prediction = predict_tile(network, x, flips, batch_mirrors)[0].to(accumulate_device)
