@@ -1,129 +1,202 @@
 #!/usr/bin/env bash
-# Reproduce the phantom specialists end to end on a CPU machine:
-#   pre-training data (easier Task 1 phantoms, seeds 2000-2059) -> plan -> one pre-training run (fold all)
-#   Task 1 data -> plan + cut-down plans + preprocessing -> Task 1 trainings (4 fold runs from the pre-trained net)
-#   Task 2 data -> plan -> Task 2 trainings (4 fold runs, each from the Task 1 specialist of the same kind and fold)
-#   -> export -> summary, fixture, baseline, samples.
-# Usage: training/reproduce.sh [STEP...]
-#   steps: data0 plan0 data1 plan1 data2 plan2 pretrain train1 train2 export fixture baseline samples
-#   (default: all, in that order; data1 plan1 data2 plan2 run in the background during pretrain)
-# Bulk outputs go to $PANTHER_DATA (default /work/data); in the repo only model_weights/, tests/data/,
-# test/ and training/{results.md,baseline_t*.json} change.
+# Rebuild the phantom specialists from an empty folder, step by step and resumable (every step skips
+# what is already done; an interrupted training continues from its last checkpoint, nnU-Net's --c):
+#
+#   data      phantoms v2: Dataset903 pre-training (Task 1 AND Task 2 looks, seeds 2000-2039 each),
+#             Dataset901 Task 1 and Dataset902 Task 2 (seeds 0-59)
+#   plan      nnU-Net's planner, then our two CPU-sized plans per task (A: nnUNetPlansPhantom, B: nnUNetPlansPhantomIso)
+#             and preprocessing with each
+#   pretrain  one network on both looks (Dataset903, fold all): every specialist starts from it
+#   train     per task: default (plans A), DA5 (plans A), iso (default augmentation, plans B); folds 0 and 1
+#   oof       out-of-fold probability maps of every member (fold k's model on fold k's validation cases,
+#             with our engine, as the shipped ensemble runs it)
+#   export    model_weights/ (float16, inference-only checkpoints) and training/results.md
+#   fit       panther-ensemble fit on the out-of-fold maps; resources/task1.json and task2.json
+#   heldout   20 fresh phantoms per task: every member, equal weights and the fitted ensemble, scored
+#   baseline  intensity-threshold baselines (whole body, and inside the true pancreas)
+#   samples   sample cases (test/input), their expected outputs, the tiny real-trainer fixture
+#
+# Usage: training/reproduce.sh [STEP...]        (default: all of them, in that order)
+# Bulk outputs go to $PANTHER_DATA (default /work/data); the repo gets model_weights/, resources/,
+# docs/results/, test/ and training/{results.md,timings.json,baseline_t*.json}.
+# Each step's wall time is appended to training/timings.json.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
+# shellcheck source=training/env.sh
 source "$HERE/env.sh"
 mkdir -p "$nnUNet_raw" "$nnUNet_preprocessed" "$nnUNet_results" "$PANTHER_DATA/logs"
 LOGS=$PANTHER_DATA/logs
 PE="$NNUNET_BIN/panther-ensemble"
-P_EPOCHS=${P_EPOCHS:-40}      # x 50 iterations, pre-training on Dataset903 (fold all)
-T1_EPOCHS=${T1_EPOCHS:-10}     # x 50 iterations, initialised from the pre-trained network
-T1_LR=${T1_LR:-0.005}
-T2_EPOCHS=${T2_EPOCHS:-5}      # x 50 iterations, initialised from the Task 1 specialist of the same kind and fold
-T2_LR=${T2_LR:-0.005}
-ALL="data0 plan0 data1 plan1 data2 plan2 pretrain train1 train2 export fixture baseline samples"
+P_EPOCHS=${P_EPOCHS:-60}    # x 50 iterations: pre-training on both looks
+T_EPOCHS=${T_EPOCHS:-16}    # x 50 iterations: each specialist fold, from the pre-trained network
+T_LR=${T_LR:-0.005}
+HELDOUT_SEEDS=${HELDOUT_SEEDS:-1100-1119}
+ALL="data plan pretrain train oof export fit heldout baseline samples"
 STEPS=${*:-$ALL}
 stamp() { echo "[$(date +%H:%M:%S)] $*"; }
 
-# dataset per step: id, name, phantom task, first seed, extra generator options
-declare -A DS_ID=([0]=903 [1]=901 [2]=902) DS_NAME=([0]=PhantomT1Pretrain [1]=PhantomT1 [2]=PhantomT2)
-declare -A DS_TASK=([0]=1 [1]=1 [2]=2) DS_SEED0=([0]=2000 [1]=0 [2]=0) DS_OPT=([0]="--tumour-contrast-scale 4.5" [1]="" [2]="")
-declare -A DS_SPACING=([0]="3.0 2.0 2.0" [1]="3.0 2.0 2.0" [2]="2.0 2.0 2.0") DS_SPLITS=([0]="--no-splits" [1]="" [2]="")
+# members: name -> trainer, plans
+declare -A TRAINER=([default]=nnUNetTrainerPhantom [DA5]=nnUNetTrainerPhantomDA5 [iso]=nnUNetTrainerPhantom)
+declare -A PLANS=([default]=nnUNetPlansPhantom [DA5]=nnUNetPlansPhantom [iso]=nnUNetPlansPhantomIso)
+MEMBERS="default DA5 iso"
+declare -A DS=([0]=Dataset903_PhantomPretrain [1]=Dataset901_PhantomT1 [2]=Dataset902_PhantomT2)
+# plans per dataset: "name spacing_z spacing_y spacing_x patch"
+declare -A PLAN_A=([0]="nnUNetPlansPhantom 2.5 2.0 2.0 24,80,80" [1]="nnUNetPlansPhantom 3.0 2.0 2.0 24,80,80"
+                   [2]="nnUNetPlansPhantom 2.0 2.0 2.0 24,80,80")
+declare -A PLAN_B=([1]="nnUNetPlansPhantomIso 2.5 2.5 2.5 32,64,64" [2]="nnUNetPlansPhantomIso 2.5 2.5 2.5 32,64,64")
+model_dir() { echo "$nnUNet_results/${DS[$1]}/${TRAINER[$2]}__${PLANS[$2]}__3d_fullres"; }
+PRE=$nnUNet_results/${DS[0]}/nnUNetTrainerPhantom__nnUNetPlansPhantom__3d_fullres/fold_all/checkpoint_final.pth
 
-data() {  # $1 = 0, 1 or 2; 60 seeds in two processes, merged
-  local k=$1 id=${DS_ID[$1]} t=${DS_TASK[$1]} a=${DS_SEED0[$1]}
-  local D="Dataset${id}_${DS_NAME[$1]}"
-  stamp "generating $D"
-  rm -rf "$nnUNet_raw/$D" "$PANTHER_DATA/tmp_gen_$id"
-  $PE phantom dataset --task $t --seeds $a-$((a + 29)) --out "$nnUNet_raw" --dataset-id $id --dataset-name ${DS_NAME[$k]} ${DS_OPT[$k]} > "$LOGS/gen_${id}_a.log" 2>&1 &
+timed() {  # timed STEP: run step_STEP and record its wall time
+  local t0; t0=$(date +%s)
+  "step_$1"
+  "$PY" "$HERE/timings.py" "$HERE/timings.json" "$1" $(( $(date +%s) - t0 ))
+}
+
+gen() {  # gen TASK SEEDS DATASET_ID NAME: phantoms into the raw dataset, in two processes
+  local task=$1 seeds=$2 id=$3 name=$4 a b mid
+  a=${seeds%-*}; b=${seeds#*-}; mid=$(( (a + b) / 2 ))
+  "$PE" phantom dataset --task "$task" --seeds "$a-$mid" --out "$nnUNet_raw" --dataset-id "$id" --dataset-name "$name" \
+    > "$LOGS/gen_${id}_t${task}_a.log" 2>&1 &
   local pid=$!
-  $PE phantom dataset --task $t --seeds $((a + 30))-$((a + 59)) --out "$PANTHER_DATA/tmp_gen_$id" --dataset-id $id --dataset-name ${DS_NAME[$k]} ${DS_OPT[$k]} > "$LOGS/gen_${id}_b.log" 2>&1
-  wait $pid
-  mv "$PANTHER_DATA/tmp_gen_$id/$D/imagesTr/"* "$nnUNet_raw/$D/imagesTr/"
-  mv "$PANTHER_DATA/tmp_gen_$id/$D/labelsTr/"* "$nnUNet_raw/$D/labelsTr/"
-  rm -rf "$PANTHER_DATA/tmp_gen_$id"
-  $PY - "$nnUNet_raw/$D/dataset.json" "$a-$((a + 59))" <<'PY'
+  "$PE" phantom dataset --task "$task" --seeds "$((mid + 1))-$b" --out "$nnUNet_raw" --dataset-id "$id" --dataset-name "$name" \
+    > "$LOGS/gen_${id}_t${task}_b.log" 2>&1
+  wait "$pid"
+}
+
+step_data() {
+  local k
+  for k in 1 2 0; do
+    local D=${DS[$k]} id=${DS[$k]:7:3} name=${DS[$k]#*_}
+    if [ -f "$nnUNet_raw/$D/.complete" ]; then stamp "$D: already generated"; continue; fi
+    stamp "generating $D"
+    rm -rf "${nnUNet_raw:?}/$D"
+    if [ "$k" = 0 ]; then gen 1 2000-2039 "$id" "$name"; gen 2 2000-2039 "$id" "$name"
+    else gen "$k" 0-59 "$id" "$name"; fi
+    # one dataset.json for all cases written (two tasks in Dataset903)
+    "$PY" - "$nnUNet_raw/$D" <<'PY'
 import json, sys
-p, seeds = sys.argv[1], sys.argv[2]
-d = json.load(open(p)); d["numTraining"] = 60
-d["description"] = d["description"].replace(d["description"].split("seeds ")[1].split(",")[0], seeds)
-json.dump(d, open(p, "w"), indent=2)
+from pathlib import Path
+root = Path(sys.argv[1])
+meta = json.loads((root / "dataset.json").read_text())
+cases = sorted(p.name[:-4] for p in (root / "labelsTr").glob("*.mha"))
+meta["numTraining"] = len(cases)
+tasks = sorted({c.split("_")[1] for c in cases})
+seeds = {t: sorted(int(c.split("_")[2]) for c in cases if c.split("_")[1] == t) for t in tasks}
+meta["description"] = "synthetic PANTHER phantoms v2 (panther_ensemble.phantoms): " + "; ".join(
+    f"Task {t[1]} seeds {s[0]}-{s[-1]}" for t, s in seeds.items())
+(root / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
+print(root.name, meta["numTraining"], meta["description"])
 PY
-}
-
-plan() {  # $1 = 0, 1 or 2
-  local id=${DS_ID[$1]}
-  stamp "planning Dataset$id"
-  $NNUNET_BIN/nnUNetv2_plan_and_preprocess -d $id -c 3d_fullres --verify_dataset_integrity --no_pp -np 2 > "$LOGS/plan_$id.log" 2>&1
-  $PY "$HERE/make_plans.py" $id ${DS_SPACING[$1]} ${DS_SPLITS[$1]}
-  $NNUNET_BIN/nnUNetv2_preprocess -d $id -plans_name nnUNetPlansPhantom -c 3d_fullres -np 2 > "$LOGS/preprocess_$id.log" 2>&1
-  touch "$nnUNet_preprocessed/Dataset${id}_${DS_NAME[$1]}/.phantom_ready"
-}
-wait_ready() { while [ ! -f "$nnUNet_preprocessed/Dataset${DS_ID[$1]}_${DS_NAME[$1]}/.phantom_ready" ]; do sleep 30; done; }
-
-m() { echo "$nnUNet_results/Dataset90$1_PhantomT$1/$2__nnUNetPlansPhantom__3d_fullres"; }
-PRE=$nnUNet_results/Dataset903_PhantomT1Pretrain/nnUNetTrainerPhantom__nnUNetPlansPhantom__3d_fullres/fold_all/checkpoint_final.pth
-pretrain() {
-  wait_ready 0
-  stamp "pre-training on Dataset903 (fold all)"
-  $PY "$HERE/train_specialist.py" --dataset 903 --trainer nnUNetTrainerPhantom --fold all --epochs $P_EPOCHS \
-    --skip-validation > "$LOGS/pretrain_903.log" 2>&1
-}
-train1() {
-  wait_ready 1
-  for tr in nnUNetTrainerPhantom nnUNetTrainerPhantomDA5; do
-    for f in 0 1; do  # the two folds side by side: on 2 cores this beats one run at a time
-      stamp "Task 1 $tr fold $f"
-      $PY "$HERE/train_specialist.py" --dataset 901 --trainer $tr --fold $f --epochs $T1_EPOCHS --lr $T1_LR \
-        --pretrained "$PRE" > "$LOGS/train_t1_${tr}_f$f.log" 2>&1 &
-    done
-    wait
+    touch "$nnUNet_raw/$D/.complete"
   done
 }
-train2() {
-  wait_ready 2
-  # all four at once; DA5 without nnU-Net's validation (30 cases per fold, ~25 min here): the Task 2 spec is
-  # not fitted (training/README.md), so its out-of-fold maps would not be used
-  for tr in nnUNetTrainerPhantom nnUNetTrainerPhantomDA5; do
-    local skip=""
-    [ $tr = nnUNetTrainerPhantomDA5 ] && skip="--skip-validation"
-    for f in 0 1; do
-      stamp "Task 2 $tr fold $f"
-      $PY "$HERE/train_specialist.py" --dataset 902 --trainer $tr --fold $f --epochs $T2_EPOCHS --lr $T2_LR $skip \
-        --pretrained "$(m 1 $tr)/fold_$f/checkpoint_final.pth" > "$LOGS/train_t2_${tr}_f$f.log" 2>&1 &
+
+plan_one() {  # plan_one K "name sz sy sx patch" [--no-splits]
+  local k=$1 id=${DS[$1]:7:3} extra=${3:-}
+  read -r pname sz sy sx patch <<< "$2"
+  local ready="$nnUNet_preprocessed/${DS[$k]}/.ready_$pname"
+  if [ -f "$ready" ]; then stamp "${DS[$k]} $pname: already preprocessed"; return; fi
+  stamp "preprocessing ${DS[$k]} with $pname ($sz x $sy x $sx mm, patch $patch)"
+  # shellcheck disable=SC2086
+  "$PY" "$HERE/make_plans.py" "$id" "$sz" "$sy" "$sx" --patch "$patch" --plans-name "$pname" $extra
+  "$NNUNET_BIN/nnUNetv2_preprocess" -d "$id" -plans_name "$pname" -c 3d_fullres -np 2 > "$LOGS/preprocess_${id}_$pname.log" 2>&1
+  touch "$ready"
+}
+
+step_plan() {
+  local k
+  for k in 0 1 2; do
+    local id=${DS[$k]:7:3}
+    if [ ! -f "$nnUNet_preprocessed/${DS[$k]}/nnUNetPlans.json" ]; then
+      stamp "nnU-Net planning ${DS[$k]}"
+      "$NNUNET_BIN/nnUNetv2_plan_and_preprocess" -d "$id" -c 3d_fullres --verify_dataset_integrity --no_pp -np 2 \
+        > "$LOGS/plan_$id.log" 2>&1
+    fi
+    if [ "$k" = 0 ]; then plan_one 0 "${PLAN_A[0]}" --no-splits
+    else plan_one "$k" "${PLAN_A[$k]}"; plan_one "$k" "${PLAN_B[$k]}"; fi
+  done
+}
+
+step_pretrain() {
+  stamp "pre-training on ${DS[0]} (both looks, fold all)"
+  "$PY" "$HERE/train_specialist.py" --dataset 903 --trainer nnUNetTrainerPhantom --fold all --epochs "$P_EPOCHS" \
+    --skip-validation >> "$LOGS/pretrain_903.log" 2>&1
+}
+
+step_train() {
+  local t m f
+  for t in 1 2; do
+    for m in $MEMBERS; do
+      for f in 0 1; do  # the two folds side by side: on 2 cores this beats one run at a time
+        stamp "Task $t $m fold $f"
+        "$PY" "$HERE/train_specialist.py" --dataset "90$t" --trainer "${TRAINER[$m]}" --plans "${PLANS[$m]}" --fold "$f" \
+          --epochs "$T_EPOCHS" --lr "$T_LR" --pretrained "$PRE" --skip-validation \
+          >> "$LOGS/train_t${t}_${m}_f$f.log" 2>&1 &
+      done
+      wait
     done
   done
-  wait
+}
+
+step_oof() {
+  local t m
+  for t in 1 2; do
+    for m in $MEMBERS; do
+      stamp "out-of-fold maps: Task $t $m"
+      "$PY" "$HERE/predict_oof.py" --model "$(model_dir "$t" "$m")" --raw "$nnUNet_raw/${DS[$t]}" \
+        --out "$PANTHER_DATA/oof/${DS[$t]}/$m" >> "$LOGS/oof_t${t}_$m.log" 2>&1
+    done
+  done
+}
+
+step_export() {
+  stamp "exporting model_weights/"
+  local models=() t m
+  for t in 1 2; do for m in $MEMBERS; do models+=("$(model_dir "$t" "$m")"); done; done
+  rm -rf "$REPO/model_weights/Dataset90"*
+  "$PY" "$HERE/export_weights.py" --dest "$REPO/model_weights" "${models[@]}"
+  "$PY" "$HERE/summarize.py" > "$HERE/results.md"
+}
+
+step_fit() {
+  local t
+  for t in 1 2; do
+    stamp "fitting the Task $t ensemble"
+    "$PY" "$HERE/fit_default.py" --task "$t" --oof "$PANTHER_DATA/oof/${DS[$t]}" --gt "$nnUNet_raw/${DS[$t]}/labelsTr" \
+      --work "$PANTHER_DATA/fit/${DS[$t]}" --report "$REPO/docs/results/fit_task$t" >> "$LOGS/fit_t$t.log" 2>&1
+  done
+}
+
+step_heldout() {
+  local t
+  for t in 1 2; do
+    stamp "held-out phantoms, Task $t (seeds $HELDOUT_SEEDS)"
+    "$PY" "$HERE/evaluate_heldout.py" --task "$t" --seeds "$HELDOUT_SEEDS" --work "$PANTHER_DATA/heldout/task$t" \
+      --out "$REPO/docs/results/heldout_task$t" >> "$LOGS/heldout_t$t.log" 2>&1
+  done
+}
+
+step_baseline() {
+  local t
+  for t in 1 2; do
+    stamp "threshold baselines, Task $t"
+    "$PE" phantom baseline --task "$t" --train-seeds 0-59 --test-seeds "$HELDOUT_SEEDS" \
+      --dataset-dir "$nnUNet_raw/${DS[$t]}" --json "$HERE/baseline_t$t.json" > /dev/null
+  done
+}
+
+step_samples() {
+  stamp "sample cases, expected outputs, real-trainer fixture"
+  bash "$HERE/make_samples.sh"
+  bash "$REPO/test/make_expected.sh"
+  bash "$HERE/make_fixture.sh"
 }
 
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 START=$(date +%s)
-has data0 && data 0
-has plan0 && plan 0
-BG=""
-if has pretrain; then  # Task 1 and Task 2 data in the background while the pre-training runs
-  ( for k in 1 2; do has data$k && data $k; has plan$k && plan $k; done; true ) > "$LOGS/task_data_bg.log" 2>&1 &
-  BG=$!
-else
-  for k in 1 2; do has data$k && data $k; has plan$k && plan $k; done
-fi
-has pretrain && pretrain
-[ -n "$BG" ] && wait $BG
-has train1 && train1
-has train2 && train2
-if has export; then
-  stamp "exporting"
-  $PY "$HERE/export_weights.py" --dest "$REPO/model_weights" \
-    "$(m 1 nnUNetTrainerPhantom)" "$(m 1 nnUNetTrainerPhantomDA5)" "$(m 2 nnUNetTrainerPhantom)" "$(m 2 nnUNetTrainerPhantomDA5)"
-  $PY "$HERE/summarize.py" > "$HERE/results.md"
-fi
-if has fixture; then stamp "tiny real trainer fixture"; bash "$HERE/make_fixture.sh"; fi
-if has baseline; then
-  stamp "threshold baseline"
-  for t in 1 2; do
-    $PE phantom baseline --task $t --train-seeds 0-59 --test-seeds 1000-1011 --dataset-dir "$nnUNet_raw/Dataset90${t}_PhantomT$t" \
-      --json "$HERE/baseline_t$t.json" > /dev/null
-  done
-fi
-if has samples; then stamp "sample cases"; bash "$HERE/make_samples.sh"; fi
+for s in $ALL; do
+  if has "$s"; then timed "$s"; fi
+done
 stamp "done in $(( ($(date +%s) - START) / 60 )) min"

@@ -29,7 +29,9 @@ def main() -> None:
     ap.add_argument("--val-iters", type=int, default=None)
     ap.add_argument("--lr", type=float, default=None, help="initial learning rate")
     ap.add_argument("--pretrained", default=None, help="checkpoint whose weights initialise the network")
-    ap.add_argument("--skip-validation", action="store_true")
+    ap.add_argument("--skip-validation", action="store_true",
+                    help="no nnU-Net validation after training (the out-of-fold maps are then made by our engine: "
+                         "training/predict_oof.py, several times faster on this CPU)")
     ap.add_argument("--mirror-validation", action="store_true",
                     help="use test-time mirroring in the final validation (8x slower on CPU; off by default)")
     ap.add_argument("--val-step", type=float, default=0.75,
@@ -62,7 +64,17 @@ def main() -> None:
         tr.initial_lr = a.lr
     tr.print_to_log_file(f"phantom schedule: {tr.num_epochs} epochs x {tr.num_iterations_per_epoch} iterations, "
                          f"lr {tr.initial_lr}, pretrained {a.pretrained}")
-    if a.pretrained:
+    final = join(tr.output_folder, "checkpoint_final.pth")
+    latest = join(tr.output_folder, "checkpoint_latest.pth")
+    if os.path.isfile(final) and os.path.isfile(join(tr.output_folder, "phantom_timing.json")):
+        print(f"{final} exists: nothing to do", flush=True)
+        return
+    resumed = os.path.isfile(latest)
+    if resumed:
+        # nnU-Net's own continue (nnUNetv2_train --c): weights, optimizer, epoch and logs from the last save
+        tr.load_checkpoint(latest)
+        tr.print_to_log_file(f"resumed from {latest} at epoch {tr.current_epoch}")
+    elif a.pretrained:
         # nnU-Net's load_pretrained_weights skips the segmentation heads (it allows a different label set);
         # ours are the same three labels, and discarding the heads threw away the tumour detector that the
         # pre-training had learned (fine-tuning restarted at tumour Dice 0). Load everything, strictly.
@@ -94,7 +106,7 @@ def main() -> None:
         t_val = time.time() - t1
     else:
         t_val = 0.0
-    timing = {"train_s": round(t_train, 1), "validation_s": round(t_val, 1), "epochs": tr.num_epochs,
+    timing = {"train_s": round(t_train, 1), "resumed": resumed, "validation_s": round(t_val, 1), "epochs": tr.num_epochs,
               "iterations_per_epoch": tr.num_iterations_per_epoch, "lr": tr.initial_lr,
               "pretrained": a.pretrained, "mirrored_validation": bool(a.mirror_validation),
               "validation_tile_step": a.val_step}

@@ -73,9 +73,35 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and not path.name.startswith(".") and path.name.lower().endswith(IMAGE_SUFFIXES)
 
 
-def read_image(path: Path | str) -> tuple[np.ndarray, Geometry]:
-    """One 3D scalar image as float32 (z, y, x) plus its geometry; refuses anything else with one line."""
+def scan_images(folder: Path | str) -> dict[str, Path]:
+    """{case id: path} of the image files directly in `folder`, sorted by case id; InputError when the
+    folder is missing or holds two files of one case (`a.mha` and `a.nii.gz`)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, "not a folder")
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if not is_image_file(path):
+            continue
+        cid = case_id(path)
+        if cid in found:
+            raise InputError(folder, f"two files for case {cid!r}: {found[cid].name} and {path.name}")
+        found[cid] = path
+    return dict(sorted(found.items()))
+
+
+def read_labels(path: Path | str) -> tuple[np.ndarray, Geometry]:
+    """A 3D label or mask image as it is stored (integers, (z, y, x)) plus its geometry."""
     path = Path(path)
+    image = _read_itk(path)
+    array = sitk.GetArrayFromImage(image)
+    if array.dtype.kind not in "uib":
+        if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
+            raise InputError(path, f"a label image must hold integers, got {array.dtype} values")
+    return array, Geometry.of(image)
+
+
+def _read_itk(path: Path) -> sitk.Image:
     if not path.is_file():
         raise InputError(path, "no such image file")
     try:
@@ -87,6 +113,13 @@ def read_image(path: Path | str) -> tuple[np.ndarray, Geometry]:
                                "per voxel")
     if image.GetDimension() != 3:
         raise InputError(path, f"expected a 3D image, got {image.GetDimension()}D of size {image.GetSize()}")
+    return image
+
+
+def read_image(path: Path | str) -> tuple[np.ndarray, Geometry]:
+    """One 3D scalar image as float32 (z, y, x) plus its geometry; refuses anything else with one line."""
+    path = Path(path)
+    image = _read_itk(path)
     geometry = Geometry.of(image)
     declared = _declared_spacing(path)
     spacing = np.asarray(declared if declared is not None else geometry.spacing_xyz)
@@ -161,6 +194,19 @@ def write_mask(mask: np.ndarray, geometry: Geometry, path: Path | str) -> Path:
         for leftover in staging.iterdir():
             leftover.unlink()
         staging.rmdir()
+    return path
+
+
+def save_probability_map(path: Path | str, probabilities, labels, spacing_zyx) -> Path:
+    """Probabilities (labels, z, y, x) on the image grid as float16 `.npz` with their label names and
+    spacing: what `predict --save-probabilities` writes and `fit` reads. Written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    values = probabilities.cpu().numpy() if hasattr(probabilities, "cpu") else np.asarray(probabilities)
+    tmp = path.with_name(f".{path.stem}.partial.npz")
+    np.savez(tmp, probabilities=values.astype(np.float16), labels=np.array(labels),
+             spacing=np.array(spacing_zyx, dtype=np.float64))
+    os.replace(tmp, path)
     return path
 
 

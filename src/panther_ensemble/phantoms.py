@@ -204,26 +204,36 @@ _T2 = dict(air=0.0, subcut_fat=120.0, fat=110.0, muscle=38.0, liver=55.0, spleen
            gas=5.0, vertebra=70.0, csf=240.0, aorta=18.0, ivc=22.0, portal=25.0, pancreas=80.0, duct=230.0)
 
 
+PHANTOM_VERSION = 2
+"""Version 2 (2026-12): the tumour is a visible lesion, as on clinical scans.  Version 1 drew a Task 1
+tumour whose mean contrast (5-13 %) was below its own texture (18-26 %) plus noise, which no small network
+learned in CPU hours; anatomy, sizes, locations, geometry and the order of the random draws are unchanged,
+so a seed gives the same anatomy and tumour shape in both versions."""
+
+
 def _task_params(task: int, rng: np.random.Generator) -> dict:
     if task == 1:
+        # arterial-phase T1: the enhancing pancreas is the brightest parenchyma, PDAC a hypo-enhancing mass
         return dict(
             tab=dict(_T1),
-            tumour_contrast=rng.uniform(-0.13, -0.05),  # tumour mean relative to local pancreas
-            tumour_tex=rng.uniform(0.18, 0.26),
-            panc_tex=rng.uniform(0.05, 0.09),
-            panc_gradient=rng.uniform(0.15, 0.3),
-            noise=rng.uniform(0.07, 0.11),  # Rician sigma relative to pancreas
+            tumour_contrast=rng.uniform(-0.45, -0.25),  # tumour mean relative to the local pancreas
+            tumour_tex=rng.uniform(0.06, 0.12),
+            panc_tex=rng.uniform(0.04, 0.07),
+            panc_gradient=rng.uniform(0.08, 0.18),
+            noise=rng.uniform(0.04, 0.07),  # Rician sigma relative to the pancreas
             blur_vox=(0.35, 0.5, 0.5),
             bias=rng.uniform(0.12, 0.25),
         )
+    # MR-Linac T2: subtler (mildly hyper-intense against a darker pancreas), lower SNR, softer effective
+    # resolution (blur of about 1 mm in-plane)
     return dict(
         tab=dict(_T2),
-        tumour_contrast=rng.uniform(0.08, 0.2),
-        tumour_tex=rng.uniform(0.10, 0.16),
-        panc_tex=rng.uniform(0.06, 0.10),
-        panc_gradient=rng.uniform(0.10, 0.22),
-        noise=rng.uniform(0.09, 0.14),
-        blur_vox=(0.5, 0.7, 0.7),
+        tumour_contrast=rng.uniform(0.18, 0.35),
+        tumour_tex=rng.uniform(0.07, 0.12),
+        panc_tex=rng.uniform(0.05, 0.08),
+        panc_gradient=rng.uniform(0.08, 0.16),
+        noise=rng.uniform(0.08, 0.12),
+        blur_vox=(0.6, 1.0, 1.0),
         bias=rng.uniform(0.15, 0.3),
     )
 

@@ -12,14 +12,13 @@ import importlib
 import logging
 import sys
 
-from .errors import InputError
+from ..errors import InputError
 
 SUBCOMMANDS = {
-    "predict": "panther_ensemble.predict_cli",
-    "evaluate": "panther_ensemble.evaluate",
-    "fit": "panther_ensemble.fit",
-    "phantom": "panther_ensemble.phantoms",
-    "bench": "panther_ensemble.bench_cli",
+    "predict": "panther_ensemble.cli.predict",
+    "evaluate": "panther_ensemble.cli.evaluate",
+    "fit": "panther_ensemble.cli.fit",
+    "phantom": "panther_ensemble.cli.phantom",
 }
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 HELP = "segment the pancreatic tumour in one or more MRI files with an ensemble spec"
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _inputs(paths: list[Path]) -> list[Path]:
-    from .io import is_image_file
+    from ..io import is_image_file
 
     found = []
     for p in paths:
@@ -41,18 +41,10 @@ def _inputs(paths: list[Path]) -> list[Path]:
     return found
 
 
-def save_probability_map(path: Path, probabilities, labels, spacing_zyx) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial.npz")
-    np.savez(tmp, probabilities=probabilities.cpu().numpy().astype(np.float16), labels=np.array(labels),
-             spacing=np.array(spacing_zyx, dtype=np.float64))
-    tmp.replace(path)
-
-
 def main(args: argparse.Namespace) -> int:
-    from .engine import Engine
-    from .io import case_id, read_image, write_mask
-    from .spec import load_spec
+    from ..engine import Engine
+    from ..io import case_id, read_image, save_probability_map, write_mask
+    from ..spec import load_spec
 
     images = _inputs(args.images)
     single_file = len(images) == 1 and args.output.suffix in (".mha", ".nii", ".gz", ".nrrd")

@@ -1,0 +1,20 @@
+"""Record one step's wall time: python training/timings.py FILE STEP SECONDS (FILE is JSON, updated in place).
+
+Each step keeps its latest run and the sum of all its runs (a step resumed across sessions adds up)."""
+
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+path, step, seconds = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+data = json.loads(path.read_text()) if path.is_file() else {"machine": f"{platform.node()} ({platform.processor() or platform.machine()})", "steps": {}}
+entry = data["steps"].setdefault(step, {"runs": 0, "total_s": 0.0})
+entry["runs"] += 1
+entry["total_s"] = round(entry["total_s"] + seconds, 1)
+entry["last_s"] = round(seconds, 1)
+entry["last_finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+data["total_min"] = round(sum(e["total_s"] for e in data["steps"].values()) / 60, 1)
+path.write_text(json.dumps(data, indent=2) + "\n")
+print(f"{step}: {seconds / 60:.1f} min (all steps so far: {data['total_min']} min)")
