@@ -8,7 +8,7 @@ All logic lives in the panther_ensemble package; `python inference.py --help` li
 import sys
 from pathlib import Path
 
-from panther_ensemble.container import main
+from panther_ensemble.cli.container import main
 
 if __name__ == "__main__":
     sys.exit(main(app_root=Path(__file__).resolve().parent))

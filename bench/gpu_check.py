@@ -102,38 +102,37 @@ def engine_runs(members, image_path: Path, device: torch.device, out: Path, cap:
     """Our engine, fast mode: a cold case then a warm case in one process."""
     from run_bench import ForwardTimer
 
-    from panther_ensemble.engine import Engine
-    from panther_ensemble.spec import parse_spec
+    from panther_ensemble import Ensemble
 
     if cap and device.type == "cuda":
         torch.cuda.set_per_process_memory_fraction(CAP_BYTES / torch.cuda.get_device_properties(0).total_memory)
-    spec = parse_spec({"version": 1, "task": 1, "members": [
+    spec = {"version": 1, "task": 1, "members": [
         {"name": m["name"], "model": m["folder"].lstrip("/"), "folds": m["folds"], "mirroring": False,
-         "tile_step_size": 0.5, "resampling": "fast"} for m in members]}, "gpu_check")
+         "tile_step_size": 0.5, "resampling": "fast"} for m in members]}
     t = time.perf_counter()
-    engine = Engine(spec, "/", device.type).load()
+    ensemble = Ensemble.from_spec(spec, "/", device.type).load()
     load_s = time.perf_counter() - t
     weights_mb = torch.cuda.memory_allocated() / 2**20 if device.type == "cuda" else None
     runs = {}
     for run in ("cold", "warm"):
         timer = ForwardTimer(device.type == "cuda")
-        for m in engine.members:
-            for net in m.networks:
+        for networks in ensemble.networks.values():
+            for net in networks:
                 net.forward = timer.wrap(net.forward)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         t = time.perf_counter()
         image, geometry = read_nifti(image_path)
         read_s = time.perf_counter() - t
-        result = engine.predict(image, geometry)
+        result = ensemble.segment((image, geometry))
         wall = time.perf_counter() - t
         np.save(out / f"engine_{'cap' if cap else 'uncapped'}_{run}.npy", result.mask)
         runs[run] = {"wall_s": wall, "read_s": read_s, "forward_s": timer.seconds, "forward_calls": timer.calls,
-                     "forward_share": timer.seconds / wall, "stages": result.stages.seconds,
+                     "forward_share": timer.seconds / wall, "stages": result.timings,
                      "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
                      "tumour_voxels": int(result.mask.sum())}
-        for m in engine.members:  # unwrap for the next run
-            for net in m.networks:
+        for networks in ensemble.networks.values():  # unwrap for the next run
+            for net in networks:
                 net.__dict__.pop("forward", None)
         log(f"engine ({'capped 15 GB' if cap else 'uncapped'}) {run}: wall {wall:.1f} s, forward "
             f"{timer.seconds:.1f} s ({100 * timer.seconds / wall:.0f}%), peak GPU {runs[run]['peak_gpu_mb']}")

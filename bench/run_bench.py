@@ -327,27 +327,26 @@ def path_b(scenario: dict, device, timer: ForwardTimer, out_dir: Path) -> dict:
 
 
 def path_c(scenario: dict, device, timer: ForwardTimer, out_dir: Path, mode: str) -> dict:
-    from panther_ensemble.engine import Engine
-    from panther_ensemble.io import read_image, write_mask
-    from panther_ensemble.spec import parse_spec
+    from panther_ensemble import Ensemble, read_image
 
-    spec = parse_spec({"version": 1, "task": scenario["task"], "members": [
+    spec = {"version": 1, "task": scenario["task"], "members": [
         {"name": m["name"], "model": m["folder"].lstrip("/"), "folds": m["folds"], "mirroring": m["mirroring"],
-         "tile_step_size": m["tile_step_size"], "resampling": mode} for m in scenario["members"]]}, "bench")
+         "tile_step_size": m["tile_step_size"], "resampling": mode} for m in scenario["members"]]}
     t = time.perf_counter()
-    engine = Engine(spec, "/", device.type).load()
+    ensemble = Ensemble.from_spec(spec, "/", device.type).load()
     load_s = time.perf_counter() - t
-    for member in engine.members:
-        for net in member.networks:
+    for networks in ensemble.networks.values():
+        for net in networks:
             net.forward = timer.wrap(net.forward)
     t = time.perf_counter()
     image, geometry = read_image(scenario["image"])
     read_s = time.perf_counter() - t
-    result = engine.predict(image, geometry)
+    result = ensemble.segment((image, geometry))
     t = time.perf_counter()
-    write_mask(result.mask, geometry, out_dir / "case.mha")
+    result.save(out_dir / "case.mha")
     write_s = time.perf_counter() - t
-    stages = {"load": load_s, "read": read_s, **result.stages.seconds, "write": write_s}
+    stages = {"load": load_s, "read": read_s, **{k: v for k, v in result.timings.items() if k != "total"},
+              "write": write_s}
     return {"mask": str(out_dir / "case.mha"), "stages": stages}
 
 

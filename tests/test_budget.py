@@ -9,8 +9,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from panther_ensemble import budget
-from panther_ensemble.engine import Engine
+from panther_ensemble.inference import budget
+from panther_ensemble.inference.engine import Engine
+from panther_ensemble.runtime import Runtime
 from panther_ensemble.io import read_image
 from panther_ensemble.spec import parse_spec
 
@@ -80,27 +81,28 @@ def test_engine_with_a_tiny_budget_runs_only_the_heaviest_member_unmirrored(mode
     with caplog.at_level(logging.WARNING):
         start = time.perf_counter()
         result = Engine(parse_spec({"version": 1, "task": 1, "members": members, "time_budget_s": budget}),
-                        models, "cpu").predict(image, geometry)
+                        models, Runtime.create("cpu")).predict(image, geometry)
         elapsed = time.perf_counter() - start
     assert result.members_used == ("A",) and result.members_dropped == ("B",)
     assert "A" in result.mirroring_dropped
     assert "dropping member B" in caplog.text and "dropping mirroring" in caplog.text
     alone = Engine(parse_spec({"version": 1, "task": 1, "members": [dict(members[0], mirroring=False)]}),
-                   models, "cpu").predict(image, geometry)
+                   models, Runtime.create("cpu")).predict(image, geometry)
     assert np.array_equal(result.mask, alone.mask)
     # the overrun is at most the one member that had to run (plus its share outside the network)
     one_member = sum(v for k, v in result.stages.seconds.items() if k.endswith(" A") or "[A]" in k)
-    assert elapsed <= budget + one_member + 1.0
+    calibration = result.stages.seconds["plan (time budget calibration)"]  # one forward per member, measured
+    assert elapsed <= budget + calibration + one_member + 1.0
 
 
 def test_tile_count_matches_the_sliding_window(models, mri_file):
     members = [{"name": "A", "model": "A", "folds": [0]}, {"name": "B", "model": "B", "folds": [0]}]
-    engine = Engine(parse_spec({"version": 1, "task": 1, "members": members}), models, "cpu").load()
+    engine = Engine(parse_spec({"version": 1, "task": 1, "members": members}), models, Runtime.create("cpu")).load()
     image, geometry = read_image(mri_file)
-    from panther_ensemble.preprocess import preprocess
-    from panther_ensemble.sliding_window import tile_slicers
+    from panther_ensemble.inference.preprocess import preprocess
+    from panther_ensemble.inference.sliding_window import tile_slicers
 
     for m in engine.members:
-        pre = preprocess(image, geometry.spacing_zyx, m, engine.device)
+        pre = preprocess(image, geometry.spacing_zyx, m.preprocess_plan, engine.device)
         padded = [max(s, p) for s, p in zip(pre.data.shape[1:], m.patch_size)]
         assert budget.tile_count(m, image, geometry.spacing_zyx) == len(tile_slicers(padded, m.patch_size, 0.5))

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 import modelfactory as mf
-from panther_ensemble.engine import Engine
+from panther_ensemble.inference.engine import Engine
+from panther_ensemble.runtime import Runtime
 from panther_ensemble.io import Geometry
 from panther_ensemble.spec import parse_spec
 
@@ -41,8 +42,8 @@ def test_cuda_is_there():
 
 @pytest.mark.parametrize("mode", ["fast", "faithful"])
 def test_cuda_agrees_with_cpu(models, image, mode):
-    gpu = Engine(spec(mode), models, "cuda").predict(image, GEOMETRY)
-    cpu = Engine(spec(mode), models, "cpu").predict(image, GEOMETRY)
+    gpu = Engine(spec(mode), models, Runtime.create("cuda")).predict(image, GEOMETRY)
+    cpu = Engine(spec(mode), models, Runtime.create("cpu")).predict(image, GEOMETRY)
     assert 0.05 < cpu.mask.mean() < 0.95
     assert (gpu.mask == cpu.mask).mean() > 0.999  # float16 autocast on the GPU vs float32 on the CPU
 
@@ -65,13 +66,13 @@ def test_faithful_cuda_matches_nnunet_predictor_on_cuda(models, image):
                                                            True)
     got = {}
     Engine(parse_spec({"version": 1, "task": 1, "members": [dict(MEMBERS[0], resampling="faithful")]}), models,
-           "cuda").predict(image, GEOMETRY, member_hook=lambda n, p, l: got.__setitem__(n, p.cpu().numpy()))
+           Runtime.create("cuda")).predict(image, GEOMETRY, member_hook=lambda n, p, l: got.__setitem__(n, p.cpu().numpy()))
     assert (got["A"].argmax(0) == ref_seg).mean() > 0.999
     assert np.abs(got["A"] - ref_prob).max() < 0.05  # batched vs sequential mirrors: cuDNN picks other kernels
 
 
 def test_weights_stay_on_the_device_between_cases(models, image):
-    engine = Engine(spec("fast"), models, "cuda").load()
+    engine = Engine(spec("fast"), models, Runtime.create("cuda")).load()
     assert all(p.device.type == "cuda" for m in engine.members for net in m.networks for p in net.parameters())
     engine.predict(image, GEOMETRY)
     before = torch.cuda.memory_allocated()
@@ -93,8 +94,8 @@ def test_real_out_of_memory_falls_back_and_gives_the_same_mask(big_patch_models,
     geometry = Geometry((300, 300, 60), (1.5, 1.5, 3.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
     single = parse_spec({"version": 1, "task": 1, "members": [{"name": "P", "model": "P", "folds": [0],
                                                                  "mirroring": False}]})
-    reference = Engine(single, big_patch_models, "cpu").predict(image, geometry).mask
-    engine = Engine(single, big_patch_models, "cuda").load()
+    reference = Engine(single, big_patch_models, Runtime.create("cpu")).predict(image, geometry).mask
+    engine = Engine(single, big_patch_models, Runtime.create("cuda")).load()
     torch.cuda.empty_cache()
     total = torch.cuda.get_device_properties(0).total_memory
     # room for the weights, the network input and tiles (about 45 MB), not for the float32 accumulators

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from panther_ensemble.ensemble import WeightedProbabilities, common_label_space, decide, outside_box
+from panther_ensemble.inference.ensemble import WeightedProbabilities, common_label_space, decide, outside_box
 
 
 def softmax(shape, labels, seed):
@@ -100,7 +100,7 @@ def test_a_label_without_weight_has_probability_zero():
 
 
 def test_argmax_is_matches_argmax_with_ties():
-    from panther_ensemble.ensemble import argmax_is
+    from panther_ensemble.inference.ensemble import argmax_is
 
     g = torch.Generator().manual_seed(0)
     p = torch.randint(0, 4, (4, 6, 7, 8), generator=g).float() / 4  # many exact ties

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 import modelfactory as mf
-from panther_ensemble.engine import Engine
+from panther_ensemble.inference.engine import Engine
+from panther_ensemble.runtime import Runtime
 from panther_ensemble.errors import InputError
-from panther_ensemble.members import ModelFolder, load_checkpoint, load_member
+from panther_ensemble.inference.members import ModelFolder, load_checkpoint, load_member
 from panther_ensemble.spec import parse_spec
 
 
@@ -25,7 +26,7 @@ def spec_with(**member):
 def test_custom_trainer_name_loads_without_its_code(models):
     ckpt = load_checkpoint(models / "tumor_only" / "fold_0" / "checkpoint_final.pth")
     assert ckpt.trainer_name == "nnUNetTrainer1e3_150e_DA5"
-    engine = Engine(spec_with(model="tumor_only", folds=[0]), models, "cpu").load()
+    engine = Engine(spec_with(model="tumor_only", folds=[0]), models, Runtime.create("cpu")).load()
     member = engine.members[0]
     assert member.trainer_name == "nnUNetTrainer1e3_150e_DA5"
     assert type(member.networks[0]).__name__ == "ResidualEncoderUNet"
@@ -85,7 +86,7 @@ def test_weights_that_do_not_fit_the_plans(models, tmp_path):
     torch.save(ckpt_b, folder / "fold_0" / "checkpoint_final.pth")
     spec = spec_with(model="mismatch", folds=[0])
     with pytest.raises(InputError, match="do not fit the network"):
-        Engine(spec, tmp_path, "cpu").load()
+        Engine(spec, tmp_path, Runtime.create("cpu")).load()
 
 
 @pytest.mark.parametrize("problem,expected", [
@@ -118,7 +119,7 @@ def test_spec_and_folder_problems_fail_before_loading(models, tmp_path, problem,
     elif problem == "best_checkpoint_missing":
         spec = spec_with(checkpoint="checkpoint_best.pth")
     with pytest.raises(InputError) as err:
-        Engine(spec, root, "cpu")
+        Engine(spec, root, Runtime.create("cpu"))
     assert expected in str(err.value), str(err.value)
     assert "\n" not in str(err.value)
 
@@ -134,7 +135,7 @@ def test_region_based_folder_refused(tmp_path):
 
 
 def test_fold_all_and_label_order(models):
-    engine = Engine(spec_with(model="reordered", folds=["all"]), models, "cpu").load()
+    engine = Engine(spec_with(model="reordered", folds=["all"]), models, Runtime.create("cpu")).load()
     assert engine.members[0].label_names == ("background", "pancreas", "tumor")
     assert engine.labels == ("background", "pancreas", "tumor")
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from panther_ensemble.postprocess import postprocess
-from panther_ensemble.spec import PostprocessSpec
+from panther_ensemble.inference.postprocess import postprocess
 
 SPACING = (3.0, 1.0, 1.0)  # voxel = 3 mm^3
 
@@ -29,21 +28,21 @@ def components(mask):
 
 def test_off_by_default_is_identity():
     t, p = scene()
-    assert np.array_equal(postprocess(t, SPACING, PostprocessSpec(), p), t)
+    assert np.array_equal(postprocess(t, SPACING, p), t)
 
 
 def test_min_volume():
     t, _ = scene()
-    out = postprocess(t, SPACING, PostprocessSpec(min_volume_mm3=100))
+    out = postprocess(t, SPACING, min_volume_mm3=100)
     assert components(out) == [50, 120]
-    out = postprocess(t, SPACING, PostprocessSpec(min_volume_mm3=151))
+    out = postprocess(t, SPACING, min_volume_mm3=151)
     assert components(out) == [120]
 
 
 def test_keep_largest():
     t, _ = scene()
-    assert components(postprocess(t, SPACING, PostprocessSpec(keep_largest=1))) == [120]
-    assert components(postprocess(t, SPACING, PostprocessSpec(keep_largest=2))) == [50, 120]
+    assert components(postprocess(t, SPACING, keep_largest=1)) == [120]
+    assert components(postprocess(t, SPACING, keep_largest=2)) == [50, 120]
 
 
 def test_distance_to_pancreas_in_mm_with_anisotropic_spacing():
@@ -53,16 +52,16 @@ def test_distance_to_pancreas_in_mm_with_anisotropic_spacing():
     pancreas = np.zeros_like(tumour)
     pancreas[4, 5, 5] = True
     pancreas[8, 5, 16] = True
-    keep5 = postprocess(tumour, SPACING, PostprocessSpec(max_distance_to_pancreas_mm=5.0), pancreas)
+    keep5 = postprocess(tumour, SPACING, pancreas, max_distance_to_pancreas_mm=5.0)
     assert keep5[8, 5, 20] and not keep5[2, 5, 5]
-    keep6 = postprocess(tumour, SPACING, PostprocessSpec(max_distance_to_pancreas_mm=6.0), pancreas)
+    keep6 = postprocess(tumour, SPACING, pancreas, max_distance_to_pancreas_mm=6.0)
     assert keep6[8, 5, 20] and keep6[2, 5, 5]
     # no pancreas predicted: gating is skipped rather than deleting every tumour
-    kept = postprocess(tumour, SPACING, PostprocessSpec(max_distance_to_pancreas_mm=1.0), np.zeros_like(tumour))
+    kept = postprocess(tumour, SPACING, np.zeros_like(tumour), max_distance_to_pancreas_mm=1.0)
     assert np.array_equal(kept, tumour)
 
 
 def test_rules_combine():
     t, p = scene()
-    out = postprocess(t, SPACING, PostprocessSpec(min_volume_mm3=20, keep_largest=1, max_distance_to_pancreas_mm=2.0), p)
+    out = postprocess(t, SPACING, p, min_volume_mm3=20, keep_largest=1, max_distance_to_pancreas_mm=2.0)
     assert components(out) == [50]  # C is far from the pancreas, B too small; A remains

@@ -16,7 +16,8 @@ from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 import modelfactory as mf
-from panther_ensemble.engine import Engine
+from panther_ensemble.inference.engine import Engine
+from panther_ensemble.runtime import Runtime
 from panther_ensemble.io import read_image
 from panther_ensemble.spec import parse_spec
 
@@ -30,7 +31,7 @@ def spec_for(*members, **top):
 def run_engine(spec, models, mri_file):
     image, geometry = read_image(mri_file)
     per_member = {}
-    result = Engine(spec, models, "cpu").predict(
+    result = Engine(spec, models, Runtime.create("cpu")).predict(
         image, geometry, keep_probabilities=True,
         member_hook=lambda name, p, labels: per_member.__setitem__(name, p.cpu().numpy()))
     return result, per_member

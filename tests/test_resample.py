@@ -9,7 +9,7 @@ from nnunetv2.preprocessing.resampling.default_resampling import resample_data_o
 from nnunetv2.preprocessing.resampling.resample_torch import resample_torch_fornnunet
 from scipy.ndimage import gaussian_filter
 
-from panther_ensemble.resample import TorchResampling
+from panther_ensemble.inference.resample import TorchResampling
 
 CASES = [  # (shape, current spacing, new spacing, new shape): isotropic-ish, anisotropic (separate z), down, up
     ((14, 40, 45), (3.0, 1.5, 1.5), (3.0, 1.2, 1.2), (14, 50, 56)),

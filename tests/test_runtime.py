@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-import panther_ensemble.engine as engine_mod
-from panther_ensemble.engine import Engine
+import panther_ensemble.inference.engine as engine_mod
+from panther_ensemble.inference.engine import Engine
+from panther_ensemble.runtime import Runtime
 from panther_ensemble.errors import InputError
 from panther_ensemble.io import read_image
 from panther_ensemble.runtime import Placement, choose_device, fallback_placements, run_with_fallback
@@ -71,7 +72,7 @@ def test_engine_recovers_from_out_of_memory_with_identical_result(models, mri_fi
     spec = parse_spec({"version": 1, "task": 1, "members": [{"name": "A", "model": "A", "folds": [0],
                                                                 "mirroring": False}]})
     image, geometry = read_image(mri_file)
-    expected = Engine(spec, models, "cpu").predict(image, geometry).mask
+    expected = Engine(spec, models, Runtime.create("cpu")).predict(image, geometry).mask
 
     real = engine_mod.predict_logits
     calls = {"n": 0}
@@ -83,9 +84,9 @@ def test_engine_recovers_from_out_of_memory_with_identical_result(models, mri_fi
         return real(*args, **kwargs)
 
     monkeypatch.setattr(engine_mod, "predict_logits", flaky)
-    monkeypatch.setattr(engine_mod, "fallback_placements", lambda device: [Placement(CPU, CPU)] * 2)
+    monkeypatch.setattr(Runtime, "placements", lambda self: [Placement(CPU, CPU)] * 2)
     with caplog.at_level(logging.WARNING):
-        got = Engine(spec, models, "cpu").predict(image, geometry).mask
+        got = Engine(spec, models, Runtime.create("cpu")).predict(image, geometry).mask
     assert calls["n"] == 2 and "case: out of memory" in caplog.text
     assert np.array_equal(got, expected)
 

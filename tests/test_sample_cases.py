@@ -10,7 +10,8 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import REPO
-from panther_ensemble.engine import Engine
+from panther_ensemble.inference.engine import Engine
+from panther_ensemble.runtime import Runtime
 from panther_ensemble.io import find_socket_input, read_image
 from panther_ensemble.spec import load_spec, parse_spec
 
@@ -53,7 +54,7 @@ def test_fast_mode_agrees_with_faithful_on_the_sample_case(interface):
         raw = spec.to_json()
         for m in raw["members"]:
             m["resampling"] = mode
-        result = Engine(parse_spec(raw, f"{mode} variant"), REPO / "model_weights", "cpu").predict(
+        result = Engine(parse_spec(raw, f"{mode} variant"), REPO / "model_weights", Runtime.create("cpu")).predict(
             image, geometry, keep_probabilities=True)
         masks[mode] = result.mask
         probabilities[mode] = result.probabilities

@@ -9,7 +9,7 @@ from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 import modelfactory as mf
-from panther_ensemble.sliding_window import mirror_combinations, predict_logits, tile_slicers
+from panther_ensemble.inference.sliding_window import mirror_combinations, predict_logits, tile_slicers
 
 
 def predictor_for(plans, networks_params, network, mirror_axes, use_mirroring=True, step=0.5):
@@ -107,7 +107,7 @@ def test_progress_callback_counts_tiles():
 def test_separable_gaussian_is_nnunets_bit_for_bit(patch, dtype):
     from nnunetv2.inference.sliding_window_prediction import compute_gaussian
 
-    from panther_ensemble.sliding_window import gaussian_importance_map
+    from panther_ensemble.inference.sliding_window import gaussian_importance_map
 
     reference = compute_gaussian(patch, sigma_scale=1.0 / 8, value_scaling_factor=10, dtype=dtype,
                                  device=torch.device("cpu"))

@@ -1,13 +1,19 @@
-"""Held-out evaluation of the shipped ensemble and of each of its members on fresh phantoms.
+"""Held-out evaluation on fresh phantoms: every member alone, the equal-weight ensemble and the shipped
+(fitted) ensemble, scored with `panther-ensemble evaluate`.
 
-    python training/evaluate_heldout.py --task 1 --seeds 1000-1011 --work /work/data/heldout/task1 \
+    python training/evaluate_heldout.py --task 1 --seeds 1100-1119 --work /work/data/heldout/task1 \
         --out docs/results/heldout_task1
 
 1. generates the held-out phantoms (seeds never used in training) as <case>.mha + ground truth;
-2. runs the task's default ensemble (resources/task<N>.json) once per case with the engine, keeping each
-   member's own probability map: a member's mask is its own argmax == tumour (nnU-Net's decision for that
-   model alone), the ensemble's mask is what inference.py writes;
-3. scores every member and the ensemble with `panther-ensemble evaluate` (leaderboard, figures) into --out.
+2. runs every member of the task's shipped spec (resources/task<N>.json) once per case through the public
+   API, keeping each member's probability map on the image grid;
+3. from those maps: a member's mask is its own argmax == tumour (nnU-Net's decision for that model
+   alone); "equal" is the equal-weight mean of all members with argmax (nnU-Net's ensemble); "fitted" is
+   the shipped spec's weights, class weights, decision and post-processing, computed with the engine's own
+   stage functions (on the first case it is checked voxel for voxel against the shipped ensemble run as
+   inference.py runs it);
+4. scores every entry into --out (leaderboard, per-case metrics, figures).
+Cases already predicted are skipped, so an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -32,49 +38,89 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def combine(maps: dict, spec, geometry) -> np.ndarray:
+    """The spec's ensemble decision from full-grid member maps, with the engine's own stage functions."""
+    import torch
+
+    from panther_ensemble.inference.ensemble import WeightedProbabilities, common_label_space, decide, label_mask
+    from panther_ensemble.inference.postprocess import postprocess
+
+    shape = geometry.shape_zyx
+    labels = common_label_space([maps[m.name][1] for m in spec.members if m.name in maps])
+    acc = WeightedProbabilities(labels, shape, torch.device("cpu"))
+    for m in spec.members:
+        if m.weight > 0:
+            probs, member_labels = maps[m.name]
+            acc.add(m.name, probs, member_labels, [(0, n) for n in shape], m.weight, m.class_weights)
+    p = acc.probabilities()
+    tumour = decide(p, labels, spec.tumor_label, spec.decision.rule, spec.decision.threshold).numpy()
+    rules = spec.postprocess
+    pancreas = None
+    if rules.max_distance_to_pancreas_mm is not None:
+        pm = label_mask(p, labels, spec.pancreas_label)
+        pancreas = pm.numpy() if pm is not None else None
+    return postprocess(tumour, geometry.spacing_zyx, pancreas, min_volume_mm3=rules.min_volume_mm3,
+                       keep_largest=rules.keep_largest,
+                       max_distance_to_pancreas_mm=rules.max_distance_to_pancreas_mm).astype(np.uint8)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", type=int, choices=(1, 2), required=True)
-    p.add_argument("--seeds", default="1000-1011")
+    p.add_argument("--seeds", default="1100-1119")
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--spec", type=Path, default=None)
+    p.add_argument("--spec", type=Path, default=None, help="default: resources/task<N>.json")
     p.add_argument("--model-dir", type=Path, default=REPO / "model_weights")
     p.add_argument("--device", default="cpu")
     a = p.parse_args()
 
-    from panther_ensemble.engine import Engine
-    from panther_ensemble.io import read_image, write_mask
+    from panther_ensemble import Ensemble, load_spec, read_image
+    from panther_ensemble.io import write_mask
     from panther_ensemble.phantoms import generate_phantom
-    from panther_ensemble.spec import load_spec
 
-    spec = load_spec(a.spec or REPO / "resources" / f"task{a.task}.json")
-    engine = Engine(spec, a.model_dir, a.device)
+    spec_path = a.spec or REPO / "resources" / f"task{a.task}.json"
+    shipped = load_spec(spec_path)
+    raw = json.loads(spec_path.read_text())
+    every = dict(raw, members=[dict(m, weight=1.0, class_weights={}) for m in raw["members"]],
+                 decision={"rule": "argmax"}, postprocess={}, time_budget_s=None)
+    all_members = Ensemble.from_spec(every, a.model_dir, a.device)
+    names = [m.name for m in shipped.members]
+    entries = names + ["equal", "fitted"]
     images, gt_dir, pred_root = a.work / "images", a.work / "gt", a.work / "pred"
     for d in (images, gt_dir):
         d.mkdir(parents=True, exist_ok=True)
+    checked = False
     for seed in parse_seeds(a.seeds):
         case = f"t{a.task}_seed{seed}"
         if not (images / f"{case}.mha").exists():
             image, label = generate_phantom(a.task, seed)
-            sitk.WriteImage(image, str(images / f"{case}.mha"), True)
             sitk.WriteImage(label, str(gt_dir / f"{case}.mha"), True)
+            sitk.WriteImage(image, str(images / f"{case}.mha"), True)
+        if all((pred_root / e / f"{case}.mha").is_file() for e in entries) and checked:
+            continue
         array, geometry = read_image(images / f"{case}.mha")
-        members: dict[str, np.ndarray] = {}
-
-        def keep(name, probabilities, labels, members=members):
-            members[name] = (probabilities.argmax(0) == labels.index(spec.tumor_label)).cpu().numpy()
-
-        result = engine.predict(array, geometry, member_hook=keep)
-        write_mask(result.mask, geometry, pred_root / "ensemble" / f"{case}.mha")
-        for name, mask in members.items():
-            write_mask(mask.astype(np.uint8), geometry, pred_root / name / f"{case}.mha")
-        print(f"{case}: ensemble {int(result.mask.sum())} tumour voxels", flush=True)
-    names = [m.name for m in spec.members if m.weight > 0] + ["ensemble"]
-    cmd = [sys.executable, "-m", "panther_ensemble.cli", "evaluate", "--pred", *[str(pred_root / n) for n in names],
-           "--names", *names, "--gt", str(gt_dir), "--out", str(a.out)]
+        maps: dict = {}
+        result = all_members.segment((array, geometry),
+                                     on_member=lambda n, probs, labels: maps.__setitem__(n, (probs.cpu(), labels)))
+        tumour = {n: (maps[n][0].argmax(0) == maps[n][1].index(shipped.tumor_label)).numpy().astype(np.uint8)
+                  for n in names}
+        tumour["equal"] = result.mask
+        tumour["fitted"] = combine(maps, shipped, geometry)
+        if not checked:  # the recomputed fitted mask is what the shipped ensemble writes
+            direct = Ensemble.from_spec(shipped, a.model_dir, a.device).segment((array, geometry)).mask
+            if not np.array_equal(direct, tumour["fitted"]):
+                raise SystemExit(f"{case}: the fitted ensemble recomputed from member maps differs from the shipped "
+                                 f"ensemble in {int((direct != tumour['fitted']).sum())} voxels")
+            checked = True
+        for entry, mask in tumour.items():
+            write_mask(mask, geometry, pred_root / entry / f"{case}.mha")
+        print(f"{case}: " + ", ".join(f"{e} {int(m.sum())}" for e, m in tumour.items()) + " tumour voxels", flush=True)
+    cmd = [sys.executable, "-m", "panther_ensemble.cli", "evaluate", "--pred", *[str(pred_root / e) for e in entries],
+           "--names", *entries, "--gt", str(gt_dir), "--out", str(a.out)]
     subprocess.run(cmd, check=True)
-    (a.out / "command.json").write_text(json.dumps({"command": " ".join(sys.argv), "seeds": a.seeds}, indent=2))
+    (a.out / "command.json").write_text(json.dumps({"command": " ".join(sys.argv), "seeds": a.seeds,
+                                                    "spec": str(spec_path.relative_to(REPO))}, indent=2) + "\n")
     return 0
 
 

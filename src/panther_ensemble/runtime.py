@@ -1,8 +1,12 @@
-"""Where and how the work runs: device choice, CPU threads, out-of-memory fallback, timings and memory.
+"""Where and how the work runs: device, CPU threads, precision, accumulator dtypes, out-of-memory fallback,
+timings and memory.
 
-The only module that decides devices and dtypes or catches out-of-memory errors; the stage modules take
-devices as arguments. Everything here is exercised on the CPU in the tests (the CUDA branches through the
-same functions, with the out-of-memory condition injected).
+The only module that decides devices, dtypes and mixed precision or catches out-of-memory errors: a
+`Runtime` is made once per ensemble and the engine asks it; the stage modules take devices, dtypes and
+contexts as arguments. Process-wide torch settings (thread count, cuDNN autotuning) are applied only by
+`Runtime.configure_torch`, which the public API calls once, explicitly. Everything here is exercised on
+the CPU in the tests (the CUDA branches through the same functions, with the out-of-memory condition
+injected).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import logging
 import resource
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, TypeVar
 
@@ -25,21 +29,71 @@ T = TypeVar("T")
 
 
 def choose_device(requested: str = "auto") -> torch.device:
+    """The compute device for `auto`, `cpu` or `cuda` (no side effects)."""
     if requested not in ("auto", "cpu", "cuda"):
         raise InputError("--device", f"must be auto, cpu or cuda, got {requested!r}")
     if requested == "cpu":
-        device = torch.device("cpu")
-    elif torch.cuda.is_available():
-        device = torch.device("cuda", 0)
-    elif requested == "cuda":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda", 0)
+    if requested == "cuda":
         raise InputError("--device", "cuda was requested but no CUDA device is available")
-    else:
-        device = torch.device("cpu")
-    if device.type == "cpu":
-        torch.set_num_threads(available_cpus())
-    else:
-        torch.backends.cudnn.benchmark = True
-    return device
+    return torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Every device, precision and memory decision of one ensemble's runs."""
+
+    device: torch.device
+    threads: int = 1
+
+    @classmethod
+    def create(cls, requested: str = "auto", threads: int | None = None) -> "Runtime":
+        return cls(choose_device(requested), int(threads or available_cpus()))
+
+    def configure_torch(self) -> None:
+        """Process-wide torch settings for this runtime: CPU threads (a container sees the host's cores, not
+        its quota) and cuDNN autotuning on CUDA (fixed tile shapes: the first tile pays for the search)."""
+        if self.device.type == "cpu":
+            torch.set_num_threads(self.threads)
+        else:
+            torch.backends.cudnn.benchmark = True
+
+    def placements(self) -> list["Placement"]:
+        return fallback_placements(self.device)
+
+    def autocast(self, compute: torch.device) -> AbstractContextManager:
+        """nnU-Net's mixed precision: float16 autocast for the networks on CUDA, plain float32 on the CPU."""
+        if compute.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
+        return nullcontext()
+
+    def batch_mirrors(self, compute: torch.device) -> bool:
+        """All mirrored copies of a tile in one forward call: faster on a GPU, no gain on a CPU."""
+        return compute.type == "cuda"
+
+    @staticmethod
+    def accumulate_dtype(resampling_mode: str) -> torch.dtype:
+        """faithful: nnU-Net's float16 accumulators (its rounding, bit for bit); fast: float32."""
+        return torch.float16 if resampling_mode == "faithful" else torch.float32
+
+    def prepare_network(self, network: torch.nn.Module) -> None:
+        if self.device.type == "cpu":
+            use_onednn_convolutions(network)
+
+    def place(self, name: str, move: Callable[[torch.device], object]) -> torch.device:
+        """Move a member's weights to the compute device; in host memory when they do not fit there."""
+        try:
+            move(self.device)
+            return self.device
+        except Exception as exc:  # noqa: BLE001 - re-raised unless it is an out-of-memory error
+            if not is_out_of_memory(exc):
+                raise
+        free_device_memory(self.device)
+        move(torch.device("cpu"))
+        log.warning("member %s: weights do not fit on %s; kept in host memory and moved per case", name, self.device)
+        return torch.device("cpu")
 
 
 def use_onednn_convolutions(network: torch.nn.Module) -> int:

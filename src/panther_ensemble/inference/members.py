@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
-from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
-from .errors import InputError
-from .spec import EnsembleSpec, MemberSpec
+from ..errors import InputError
+from ..spec import EnsembleSpec, MemberSpec
+from .plans import ConfigurationPlan, PlansError, PreprocessPlan, read_configuration
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +119,6 @@ class ModelFolder:
         return folder
 
     @cached_property
-    def plans_manager(self) -> PlansManager:
-        return PlansManager(self.plans)
-
-    @cached_property
     def label_names(self) -> tuple[str, ...]:
         """Label name of each output channel, in channel order."""
         labels = self.dataset_json.get("labels")
@@ -144,12 +140,12 @@ class ModelFolder:
         channels = self.dataset_json.get("channel_names", self.dataset_json.get("modality", {}))
         return len(channels)
 
-    def configuration(self, name: str) -> ConfigurationManager:
-        if name not in self.plans.get("configurations", {}):
-            known = ", ".join(self.plans.get("configurations", {}))
-            raise InputError(self.path / "plans.json", f"configuration {name!r} not in plans (has: {known})")
-        cfg = self.plans_manager.get_configuration(name)
-        if cfg.previous_stage_name is not None:
+    def configuration(self, name: str) -> ConfigurationPlan:
+        try:
+            cfg = read_configuration(self.plans, name)
+        except PlansError as exc:
+            raise InputError(self.path / "plans.json", str(exc)) from None
+        if cfg.previous_stage is not None:
             raise InputError(self.path / "plans.json", f"configuration {name!r} is a cascade stage; "
                                                        "cascades are not supported as members")
         return cfg
@@ -157,11 +153,19 @@ class ModelFolder:
     def fold_checkpoint_path(self, fold, checkpoint: str) -> Path:
         return self.path / f"fold_{fold}" / checkpoint
 
-    def build_network(self, cfg: ConfigurationManager) -> torch.nn.Module:
-        network = get_network_from_plans(cfg.network_arch_class_name, cfg.network_arch_init_kwargs,
-                                         cfg.network_arch_init_kwargs_req_import, self.num_input_channels,
-                                         len(self.label_names), allow_init=False, deep_supervision=False)
-        return network
+    def build_network(self, cfg: ConfigurationPlan) -> torch.nn.Module:
+        if cfg.has_architecture:
+            arch = cfg.settings["architecture"]
+            class_name, kwargs, req_import = (arch["network_class_name"], arch["arch_kwargs"],
+                                              arch["_kw_requires_import"])
+        else:  # plans written before nnU-Net 2.4: nnU-Net's own translation (imported only for these)
+            from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
+
+            manager = ConfigurationManager(dict(cfg.settings))
+            class_name, kwargs, req_import = (manager.network_arch_class_name, manager.network_arch_init_kwargs,
+                                              manager.network_arch_init_kwargs_req_import)
+        return get_network_from_plans(class_name, kwargs, req_import, self.num_input_channels,
+                                      len(self.label_names), allow_init=False, deep_supervision=False)
 
 
 @dataclass
@@ -171,7 +175,7 @@ class Member:
     spec: MemberSpec
     folder: ModelFolder
     configuration_name: str
-    configuration: ConfigurationManager
+    configuration: ConfigurationPlan
     networks: list[torch.nn.Module]
     trainer_name: str
     mirror_axes: tuple[int, ...] | None  # None = no mirroring (off in the spec or not allowed by training)
@@ -188,6 +192,10 @@ class Member:
     @property
     def patch_size(self) -> tuple[int, ...]:
         return tuple(self.configuration.patch_size)
+
+    @cached_property
+    def preprocess_plan(self) -> PreprocessPlan:
+        return self.configuration.preprocess_plan(self.spec.resampling, self.folder.dataset_json)
 
     def to(self, device: torch.device) -> "Member":
         for net in self.networks:

@@ -19,12 +19,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from contextlib import AbstractContextManager
+from typing import Callable
+
 import numpy as np
 import torch
-from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
 
 from .members import Member
-from .preprocess import nonzero_bbox, signature
+from .plans import compute_new_shape
+from .preprocess import nonzero_bbox
 from .sliding_window import mirror_combinations, tile_slicers
 
 log = logging.getLogger(__name__)
@@ -32,14 +35,12 @@ log = logging.getLogger(__name__)
 
 def tile_count(member: Member, image: np.ndarray, spacing_zyx: Sequence[float]) -> int:
     """Tiles the sliding window will visit for this image (same arithmetic as preprocessing + padding)."""
-    tf = member.folder.plans_manager.transpose_forward
+    plan = member.preprocess_plan
+    tf = plan.transpose_forward
     spacing_t = [float(spacing_zyx[i]) for i in tf]
     box = nonzero_bbox(image)
     cropped = [box[i][1] - box[i][0] for i in tf]
-    target = list(member.configuration.spacing)
-    if len(target) < 3:
-        target = [spacing_t[0], *target]
-    shape = [int(s) for s in compute_new_shape(cropped, spacing_t, target)]
+    shape = compute_new_shape(cropped, spacing_t, plan.target_spacing(spacing_t))
     patch = member.patch_size
     spatial = shape[len(shape) - len(patch):]
     padded = shape[: len(shape) - len(patch)] + [max(s, p) for s, p in zip(spatial, patch)]
@@ -47,12 +48,13 @@ def tile_count(member: Member, image: np.ndarray, spacing_zyx: Sequence[float]) 
 
 
 @torch.inference_mode()
-def seconds_per_forward(member: Member, device: torch.device) -> float:
-    """One forward pass of the member's first fold on a zero patch, after a warm-up pass, where it lives."""
+def seconds_per_forward(member: Member, device: torch.device,
+                        autocast: Callable[[torch.device], AbstractContextManager]) -> float:
+    """One forward pass of the member's first fold on a zero patch, after a warm-up pass, where it lives,
+    under the runtime's precision (`autocast(device)`)."""
     network = member.networks[0]
     x = torch.zeros((1, 1, *member.patch_size), device=device)
-    amp = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    with amp:
+    with autocast(device):
         network(x)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -153,14 +155,15 @@ class BudgetPlan:
 
 
 def plan(members: Sequence[Member], budget_s: float | None, image: np.ndarray | None = None,
-         spacing_zyx: Sequence[float] | None = None, started: float | None = None) -> BudgetPlan:
+         spacing_zyx: Sequence[float] | None = None, started: float | None = None,
+         autocast: Callable[[torch.device], AbstractContextManager] | None = None) -> BudgetPlan:
     """The running order and, with a budget, the cost model. Without a budget: members grouped by
     preprocessing signature (so shared preprocessing is freed early), all of them, as the spec says."""
     if budget_s is None:
         first_seen: dict[str, int] = {}
         for i, m in enumerate(members):
-            first_seen.setdefault(signature(m), i)
-        order = sorted(members, key=lambda m: first_seen[signature(m)])
+            first_seen.setdefault(m.preprocess_plan.signature(), i)
+        order = sorted(members, key=lambda m: first_seen[m.preprocess_plan.signature()])
         return BudgetPlan(order=list(order))
     order = sorted(members, key=lambda m: -m.spec.weight)  # stable: ties keep the spec's order
     p = BudgetPlan(order=list(order), budget_s=budget_s, started=started or time.perf_counter())
@@ -168,7 +171,7 @@ def plan(members: Sequence[Member], budget_s: float | None, image: np.ndarray | 
         copies = len(mirror_combinations(m.mirror_axes))
         p.mirror_copies[m.name] = copies
         p.costs[m.name] = _Cost(tile_count(m, image, spacing_zyx), len(m.networks) * copies,
-                                seconds_per_forward(m, m.device))
+                                seconds_per_forward(m, m.device, autocast))
         log.info("time budget: member %s: %d tiles x %d forwards, %.3f s per forward (calibration)", m.name,
                  p.costs[m.name].tiles, p.costs[m.name].forwards_per_tile, p.costs[m.name].seconds_per_forward)
     return p

@@ -14,35 +14,36 @@ import numpy as np
 from scipy import ndimage
 from scipy.ndimage import distance_transform_edt
 
-from .spec import PostprocessSpec
-
 log = logging.getLogger(__name__)
 
 
-def postprocess(tumor: np.ndarray, spacing_zyx: tuple[float, ...], rules: PostprocessSpec,
-                pancreas: np.ndarray | None = None) -> np.ndarray:
-    """Filtered copy of the bool tumour mask (z, y, x)."""
-    if not rules.active or not tumor.any():
+def postprocess(tumor: np.ndarray, spacing_zyx: tuple[float, ...], pancreas: np.ndarray | None = None, *,
+                min_volume_mm3: float | None = None, keep_largest: int | None = None,
+                max_distance_to_pancreas_mm: float | None = None, quiet: bool = False) -> np.ndarray:
+    """Filtered copy of the bool tumour mask (z, y, x); the rules are the spec's `postprocess` fields.
+    `quiet`: no log lines (a search that post-processes thousands of candidate masks)."""
+    if (min_volume_mm3 is None and keep_largest is None and max_distance_to_pancreas_mm is None) or not tumor.any():
         return tumor
     components, n = cc3d.connected_components(tumor, connectivity=26, return_N=True)
     voxel_mm3 = float(np.prod(spacing_zyx))
     counts = np.bincount(components.ravel(), minlength=n + 1)
     volumes = counts[1:] * voxel_mm3  # component i+1
     keep = np.ones(n, dtype=bool)
-    if rules.min_volume_mm3 is not None:
-        keep &= volumes >= rules.min_volume_mm3
-    if rules.max_distance_to_pancreas_mm is not None:
+    if min_volume_mm3 is not None:
+        keep &= volumes >= min_volume_mm3
+    if max_distance_to_pancreas_mm is not None:
         if pancreas is None or not pancreas.any():
-            log.warning("post-processing: no pancreas predicted; pancreas gating skipped")
+            if not quiet:
+                log.warning("post-processing: no pancreas predicted; pancreas gating skipped")
         else:
-            keep &= _near_pancreas(components, n, pancreas, spacing_zyx, rules.max_distance_to_pancreas_mm)
-    if rules.keep_largest is not None:
+            keep &= _near_pancreas(components, n, pancreas, spacing_zyx, max_distance_to_pancreas_mm)
+    if keep_largest is not None:
         order = np.argsort(-volumes, kind="stable")
-        ranked = [i for i in order if keep[i]][: rules.keep_largest]
+        ranked = [i for i in order if keep[i]][: keep_largest]
         keep[:] = False
         keep[ranked] = True
     dropped = int(n - keep.sum())
-    if dropped:
+    if dropped and not quiet:
         log.info("post-processing: kept %d of %d tumour components", int(keep.sum()), n)
     lookup = np.concatenate([[False], keep])
     return lookup[components]

@@ -16,16 +16,48 @@ Two modes per member (`resampling` in the spec):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import lru_cache
-from typing import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from nnunetv2.configuration import ANISO_THRESHOLD
-from nnunetv2.preprocessing.resampling.default_resampling import determine_do_sep_z_and_axis
 from scipy import ndimage
 from torch.nn import functional as F
+
+
+def determine_do_sep_z_and_axis(force_separate_z: bool | None, current_spacing: Sequence[float],
+                                new_spacing: Sequence[float],
+                                anisotropy_threshold: float = ANISO_THRESHOLD) -> tuple[bool, int | None]:
+    """nnU-Net's rule for resampling the low-resolution axis on its own (tested against nnU-Net's function,
+    which lives in a module that imports nnU-Net's whole preprocessing stack)."""
+    def lowres_axes(spacing):
+        return np.where(max(spacing) / np.array(spacing) == 1)[0]
+
+    def anisotropic(spacing):
+        return (np.max(spacing) / np.min(spacing)) > anisotropy_threshold
+
+    if force_separate_z is not None:
+        separate, axis = force_separate_z, (lowres_axes(current_spacing) if force_separate_z else None)
+    elif anisotropic(current_spacing):
+        separate, axis = True, lowres_axes(current_spacing)
+    elif anisotropic(new_spacing):
+        separate, axis = True, lowres_axes(new_spacing)
+    else:
+        separate, axis = False, None
+    if axis is not None:
+        if len(axis) in (2, 3):  # no single low-resolution axis
+            return False, None
+        return separate, int(axis[0])
+    return separate, None
+
+
+def nnunet_resampling_function(name: str, kwargs) -> Callable:
+    """The plans' own resampling function with its kwargs, found by name the way nnU-Net finds it."""
+    from nnunetv2.preprocessing.resampling.utils import recursive_find_resampling_fn_by_name
+
+    return partial(recursive_find_resampling_fn_by_name(name), **dict(kwargs))
 
 
 @dataclass(frozen=True)
@@ -38,20 +70,32 @@ class TorchResampling:
     force_separate_z: bool | None = None
     anisotropy_threshold: float = ANISO_THRESHOLD
     axis_mode: str = "nearest-exact"  # interpolate kind: mode along the low-resolution axis
+    # 1D interpolation matrices by (kind, n_in, n_out, order); owned by the caller (the engine keeps one per
+    # ensemble, so that a second case of the same size reuses them)
+    matrices: dict | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def from_plans(cls, fn_name: str, kwargs: dict) -> "TorchResampling | None":
+    def from_plans(cls, fn_name: str, kwargs, matrices: dict | None = None) -> "TorchResampling | None":
         """None when the plans name a function we have no twin for (the caller then uses the plans' own)."""
         threshold = kwargs.get("separate_z_anisotropy_threshold", ANISO_THRESHOLD)
         if kwargs.get("is_seg", False):
             return None
         if fn_name == "resample_data_or_seg_to_shape":
             return cls("spline", int(kwargs.get("order", 3)), int(kwargs.get("order_z", 0)),
-                       kwargs.get("force_separate_z", False), threshold)
+                       kwargs.get("force_separate_z", False), threshold, matrices=matrices)
         if fn_name == "resample_torch_fornnunet":
             return cls("interpolate", 1, 0, kwargs.get("force_separate_z"), threshold,
-                       kwargs.get("aniso_axis_mode", "nearest-exact"))
+                       kwargs.get("aniso_axis_mode", "nearest-exact"), matrices=matrices)
         return None
+
+    def matrix(self, kind: str, n_in: int, n_out: int, order: int) -> np.ndarray:
+        make = _zoom_matrix if kind == "zoom" else _map_matrix
+        if self.matrices is None:
+            return make(n_in, n_out, order)
+        key = (kind, n_in, n_out, order)
+        if key not in self.matrices:
+            self.matrices[key] = make(n_in, n_out, order)
+        return self.matrices[key]
 
     def __call__(self, data: torch.Tensor, new_shape: Sequence[int], current_spacing: Sequence[float],
                  new_spacing: Sequence[float]) -> torch.Tensor:
@@ -64,7 +108,6 @@ class TorchResampling:
 # Twin of nnU-Net's default (skimage) resampling
 
 
-@lru_cache(maxsize=128)
 def _zoom_matrix(n_in: int, n_out: int, order: int) -> np.ndarray:
     """skimage.transform.resize along one axis (ndi.zoom, grid_mode=True, mode 'nearest' = skimage 'edge')."""
     eye = np.eye(n_in)
@@ -75,7 +118,6 @@ def _zoom_matrix(n_in: int, n_out: int, order: int) -> np.ndarray:
     return matrix
 
 
-@lru_cache(maxsize=128)
 def _map_matrix(n_in: int, n_out: int, order: int) -> np.ndarray:
     """nnU-Net's separate-z step along the low-resolution axis: map_coordinates at scale*(i+0.5)-0.5."""
     coords = (n_in / n_out) * (np.arange(n_out) + 0.5) - 0.5
@@ -103,20 +145,20 @@ def resample_spline(data: torch.Tensor, new_shape: Sequence[int], current_spacin
     if not separate:
         for d, (n_in, n_out) in enumerate(zip(shape, new_shape)):
             if n_in != n_out:
-                x = _apply_along(x, d + 1, _zoom_matrix(n_in, n_out, how.order))
+                x = _apply_along(x, d + 1, how.matrix("zoom", n_in, n_out, how.order))
         if how.order > 1:  # skimage clips cubic overshoot to each channel's input range
             x = torch.maximum(torch.minimum(x, _channel_range(data, "max")), _channel_range(data, "min"))
         return x
     others = [d for d in range(len(shape)) if d != axis]
     for d in others:
         if shape[d] != new_shape[d]:
-            x = _apply_along(x, d + 1, _zoom_matrix(shape[d], new_shape[d], how.order))
+            x = _apply_along(x, d + 1, how.matrix("zoom", shape[d], new_shape[d], how.order))
     if how.order > 1 and any(shape[d] != new_shape[d] for d in others):  # each slice clipped to its own range
         dims = tuple(d + 1 for d in others)
         x = torch.maximum(torch.minimum(x, data.float().amax(dim=dims, keepdim=True)),
                           data.float().amin(dim=dims, keepdim=True))
     if shape[axis] != new_shape[axis]:
-        x = _apply_along(x, axis + 1, _map_matrix(shape[axis], new_shape[axis], how.order_z))
+        x = _apply_along(x, axis + 1, how.matrix("map", shape[axis], new_shape[axis], how.order_z))
     return x
 
 

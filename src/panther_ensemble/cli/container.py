@@ -14,17 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 log = logging.getLogger("panther_ensemble")
-
-PLATFORM_MODEL_DIR = Path("/opt/ml/model")
-
-
-def default_model_dir(app_root: Path) -> Path:
-    if PLATFORM_MODEL_DIR.is_dir() and any(PLATFORM_MODEL_DIR.iterdir()):
-        return PLATFORM_MODEL_DIR
-    return app_root / "model_weights"
 
 
 def build_parser(app_root: Path) -> argparse.ArgumentParser:
@@ -33,7 +25,7 @@ def build_parser(app_root: Path) -> argparse.ArgumentParser:
     p.add_argument("--input", type=Path, default=Path("/input"), help="input root (default /input)")
     p.add_argument("--output", type=Path, default=Path("/output"), help="output root (default /output)")
     p.add_argument("--model-dir", type=Path, default=None,
-                   help=f"weights root (default {PLATFORM_MODEL_DIR} if not empty, else {app_root}/model_weights)")
+                   help=f"weights root (default /opt/ml/model if not empty, else {app_root}/model_weights)")
     p.add_argument("--spec", type=Path, default=None, help="ensemble spec (default resources/task<N>.json)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("-v", "--verbose", action="store_true")
@@ -42,30 +34,29 @@ def build_parser(app_root: Path) -> argparse.ArgumentParser:
 
 def run(input_dir: Path, output_dir: Path, model_dir: Path, spec_path: Path | None, device: str,
         app_root: Path) -> Path:
-    from .engine import Engine
-    from .io import find_socket_input, output_mask_path, read_image, write_mask
-    from .spec import load_spec
+    from ..api import Ensemble
+    from ..io import find_socket_input, output_mask_path, read_image
 
     started = time.perf_counter()
     socket = find_socket_input(input_dir)
     spec_path = spec_path or app_root / "resources" / f"task{socket.task}.json"
-    spec = load_spec(spec_path)
-    if spec.task != socket.task:
-        raise InputError(spec_path, f"spec is for task {spec.task} but the input socket {socket.slug} is task "
-                                    f"{socket.task}")
+    ensemble = Ensemble.from_spec(spec_path, model_dir, device)
+    if ensemble.spec.task != socket.task:
+        raise InputError(spec_path, f"spec is for task {ensemble.spec.task} but the input socket {socket.slug} is "
+                                    f"task {socket.task}")
     log.info("task %d: %s; spec %s; weights %s", socket.task, socket.image, spec_path, model_dir)
-    engine = Engine(spec, model_dir, device)
     image, geometry = read_image(socket.image)
     log.info("image %s: size %s, spacing %s mm", socket.image.name, geometry.size_xyz,
              tuple(round(s, 4) for s in geometry.spacing_xyz))
-    result = engine.predict(image, geometry)
-    target = write_mask(result.mask, geometry, output_mask_path(output_dir, socket.image))
+    result = ensemble.segment((image, geometry))
+    target = result.save(output_mask_path(output_dir, socket.image))
     log.info("wrote %s in %.1f s", target, time.perf_counter() - started)
     return target
 
 
 def main(argv: list[str] | None = None, app_root: Path | None = None) -> int:
-    from .cpus import limit_thread_pools
+    from ..api import default_weights_root
+    from ..cpus import limit_thread_pools
 
     limit_thread_pools()  # before numpy/torch load: a container sees the host's cores, not its quota
     app_root = Path(app_root or Path.cwd())
@@ -73,7 +64,7 @@ def main(argv: list[str] | None = None, app_root: Path | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     try:
-        run(args.input, args.output, args.model_dir or default_model_dir(app_root), args.spec, args.device,
+        run(args.input, args.output, args.model_dir or default_weights_root(app_root), args.spec, args.device,
             app_root)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -5,6 +5,8 @@ Reproduces nnU-Net's `predict_sliding_window_return_logits` (pad to the patch, t
 mirroring averaged in logit space, fold logits averaged with equal weight) but keeps the image, the
 accumulators and every fold's weights on the compute device for the whole case, and visits each tile
 once for all folds. It knows nothing of plans, files or members: tensors and callables in, tensor out.
+Like MONAI's sliding-window inferer it leaves mixed precision to the caller (the engine wraps the call in
+runtime's autocast policy) and takes the compute and accumulator devices as arguments.
 
 Rounding: nnU-Net accumulates tile logits in float16 on every device. With `accumulate_dtype=float16`
 each fold keeps its own float16 accumulator and sees exactly nnU-Net's sequence of additions, so the
@@ -14,8 +16,6 @@ result matches nnU-Net bit for bit on the CPU. With float32 one accumulator serv
 from __future__ import annotations
 
 import itertools
-from contextlib import nullcontext
-from functools import lru_cache
 from typing import Callable, Sequence
 
 import numpy as np
@@ -28,7 +28,6 @@ Network = Callable[[torch.Tensor], torch.Tensor]
 TileCallback = Callable[[int, int], None]  # (tiles done, tiles total)
 
 
-@lru_cache(maxsize=8)
 def gaussian_importance_map(tile_size: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """nnU-Net's `compute_gaussian(tile_size, sigma_scale=1/8, value_scaling_factor=10)`, bit for bit.
 
@@ -98,22 +97,19 @@ def predict_logits(
     use_gaussian: bool = True,
     accumulate_device: torch.device | None = None,
     accumulate_dtype: torch.dtype = torch.float16,
-    autocast: bool | None = None,
-    batch_mirrors: bool | None = None,
+    batch_mirrors: bool = False,
+    importance_map: torch.Tensor | None = None,
     on_tile: TileCallback | None = None,
 ) -> torch.Tensor:
     """Fold-averaged logits (num_classes, *image.shape[1:]) for `image` (channels, *spatial).
 
     Tiles are cut from `image` on its own device (the compute device); the networks must live there too.
-    Accumulators live on `accumulate_device` (default: the compute device). `autocast` (default: on for
-    CUDA) runs the networks under float16 autocast as nnU-Net does. `batch_mirrors` (default: on for CUDA)
-    runs all mirrored copies of a tile as one batch.
+    Accumulators live on `accumulate_device` (default: the compute device). `batch_mirrors` runs all
+    mirrored copies of a tile as one batch. `importance_map`: the Gaussian for this patch, dtype and
+    accumulator device, when the caller keeps one (else it is computed here).
     """
     compute_device = image.device
     accumulate_device = accumulate_device or compute_device
-    cuda = compute_device.type == "cuda"
-    autocast = cuda if autocast is None else autocast
-    batch_mirrors = cuda if batch_mirrors is None else batch_mirrors
 
     data, revert_padding = pad_nd_image(image, tuple(patch_size), "constant", {"value": 0}, True, None)
     spatial = data.shape[1:]
@@ -122,37 +118,37 @@ def predict_logits(
 
     half = accumulate_dtype == torch.float16
     weight_dtype = torch.float16 if half else torch.float32
-    gaussian = (gaussian_importance_map(tuple(patch_size), weight_dtype, torch.device(accumulate_device))
-                if use_gaussian else None)
+    gaussian = None
+    if use_gaussian:
+        gaussian = importance_map if importance_map is not None else gaussian_importance_map(
+            tuple(patch_size), weight_dtype, torch.device(accumulate_device))
     per_fold = half and len(networks) > 1
     n_acc = len(networks) if per_fold else 1
     accumulators = [torch.zeros((num_classes, *spatial), dtype=accumulate_dtype, device=accumulate_device)
                     for _ in range(n_acc)]
     weight_sum = torch.zeros(spatial, dtype=weight_dtype, device=accumulate_device)
 
-    amp = torch.autocast(compute_device.type, dtype=torch.float16) if autocast else nullcontext()
-    with amp:
-        for t, sl in enumerate(slicers):
-            target = (slice(None), *sl)
-            x = data[target][None].contiguous()
-            if per_fold:  # nnU-Net's rounding: every fold weighted and added on its own
-                for f, network in enumerate(networks):
-                    prediction = predict_tile(network, x, flips, batch_mirrors)[0].to(accumulate_device)
-                    if gaussian is not None:
-                        prediction *= gaussian
-                    accumulators[f][target] += prediction
-            else:  # folds summed on the tile first: one weighting and one strided add per tile
-                tile_sum = None
-                for network in networks:
-                    prediction = predict_tile(network, x, flips, batch_mirrors)[0]
-                    tile_sum = prediction.float() if tile_sum is None else tile_sum.add_(prediction)
-                tile_sum = tile_sum.to(accumulate_device)
+    for t, sl in enumerate(slicers):
+        target = (slice(None), *sl)
+        x = data[target][None].contiguous()
+        if per_fold:  # nnU-Net's rounding: every fold weighted and added on its own
+            for f, network in enumerate(networks):
+                prediction = predict_tile(network, x, flips, batch_mirrors)[0].to(accumulate_device)
                 if gaussian is not None:
-                    tile_sum *= gaussian
-                accumulators[0][target] += tile_sum
-            weight_sum[sl] += gaussian if gaussian is not None else 1
-            if on_tile is not None:
-                on_tile(t + 1, len(slicers))
+                    prediction *= gaussian
+                accumulators[f][target] += prediction
+        else:  # folds summed on the tile first: one weighting and one strided add per tile
+            tile_sum = None
+            for network in networks:
+                prediction = predict_tile(network, x, flips, batch_mirrors)[0]
+                tile_sum = prediction.float() if tile_sum is None else tile_sum.add_(prediction)
+            tile_sum = tile_sum.to(accumulate_device)
+            if gaussian is not None:
+                tile_sum *= gaussian
+            accumulators[0][target] += tile_sum
+        weight_sum[sl] += gaussian if gaussian is not None else 1
+        if on_tile is not None:
+            on_tile(t + 1, len(slicers))
 
     if per_fold:
         # nnU-Net: each fold divided by the weight sum, fold results summed, then divided by the fold count

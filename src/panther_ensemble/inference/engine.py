@@ -10,7 +10,9 @@
 
 `Engine` checks the spec against the model folders when it is made (cheap, before any heavy work), loads
 every fold's weights once onto the compute device (`load`), and then predicts any number of cases.
-Device placement and out-of-memory fallback are runtime.py's; this module only sequences the stages.
+Device, precision, accumulator dtype and out-of-memory decisions are the `Runtime`'s (runtime.py); this
+module only sequences the stages. The caches that make a second case cheaper (Gaussian importance maps,
+interpolation matrices) belong to the engine object, nothing is cached at module level.
 """
 
 from __future__ import annotations
@@ -26,17 +28,16 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from ..errors import InputError
+from ..io import Geometry
+from ..runtime import Placement, Runtime, StageLog, TileProgress, run_with_fallback
+from ..spec import EnsembleSpec
 from . import budget as budget_mod
 from .ensemble import WeightedProbabilities, common_label_space, decide, label_mask
-from .errors import InputError
-from .io import Geometry
 from .members import Member, ModelFolder, check_member_files, load_member
 from .postprocess import postprocess
-from .preprocess import Preprocessed, preprocess, signature, to_image_grid
-from .runtime import (Placement, StageLog, TileProgress, choose_device, fallback_placements, is_out_of_memory,
-                      run_with_fallback, use_onednn_convolutions)
-from .sliding_window import predict_logits
-from .spec import EnsembleSpec
+from .preprocess import Preprocessed, preprocess, to_image_grid
+from .sliding_window import gaussian_importance_map, predict_logits
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +57,13 @@ class CaseResult:
 
 
 class Engine:
-    def __init__(self, spec: EnsembleSpec, weights_root: Path | str, device: str = "auto"):
+    def __init__(self, spec: EnsembleSpec, weights_root: Path | str, runtime: Runtime):
         self.spec = spec
         self.weights_root = Path(weights_root)
-        self.device = choose_device(device)
+        self.runtime = runtime
+        self.device = runtime.device
+        self._gaussians: dict[tuple, torch.Tensor] = {}
+        self._matrices: dict[tuple, np.ndarray] = {}
         self.folders: list[ModelFolder] = [check_member_files(m, self.weights_root, spec) for m in spec.members]
         self.labels = common_label_space([f.label_names for f in self.folders])
         tumour_weight = sum(m.weight * m.class_weights.get(spec.tumor_label, 1.0) for m in spec.members)
@@ -74,17 +78,9 @@ class Engine:
             return self
         for member_spec, folder in zip(self.spec.members, self.folders):
             member = load_member(member_spec, folder, torch.device("cpu"))
-            if self.device.type == "cpu":
-                for network in member.networks:
-                    use_onednn_convolutions(network)
-            try:
-                member.to(self.device)
-            except Exception as exc:  # noqa: BLE001
-                if not is_out_of_memory(exc):
-                    raise
-                member.to(torch.device("cpu"))
-                log.warning("member %s: weights do not fit on %s; kept in host memory and moved per case",
-                            member.name, self.device)
+            for network in member.networks:
+                self.runtime.prepare_network(network)
+            self.runtime.place(member.name, member.to)
             self.members.append(member)
         return self
 
@@ -98,7 +94,7 @@ class Engine:
         if not np.any(image):
             log.warning("the image is all zero: writing an empty mask without running the networks")
             return CaseResult(np.zeros(image.shape, np.uint8), self.labels, None, stages, ())
-        return run_with_fallback("case", fallback_placements(self.device), lambda placement: self._predict_case(
+        return run_with_fallback("case", self.runtime.placements(), lambda placement: self._predict_case(
             image, geometry, placement, started, stages, keep_probabilities, member_hook))
 
     def _predict_case(self, image: np.ndarray, geometry: Geometry, placement: Placement, started: float,
@@ -107,24 +103,25 @@ class Engine:
         spacing = geometry.spacing_zyx
         compute, full_size = placement.compute, placement.accumulate
         active = [m for m in self.members if m.spec.weight > 0]
-        plan = budget_mod.plan(active, self.spec.time_budget_s, image, spacing, started)
-        users = Counter(signature(m) for m in plan.order)
+        with stages.stage("plan (time budget calibration)" if self.spec.time_budget_s else "plan"):
+            plan = budget_mod.plan(active, self.spec.time_budget_s, image, spacing, started, self.runtime.autocast)
+        users = Counter(m.preprocess_plan.signature() for m in plan.order)
         cache: dict[str, Preprocessed] = {}
         accumulator = WeightedProbabilities(self.labels, image.shape, full_size)
         for member in plan.order:
-            sig = signature(member)
+            sig = member.preprocess_plan.signature()
             if plan.should_run(member):
                 outside = time.perf_counter()
                 if sig not in cache:
                     with stages.stage(f"preprocess [{member.name}]"):
-                        cache[sig] = preprocess(image, spacing, member, compute)
+                        cache[sig] = preprocess(image, spacing, member.preprocess_plan, compute, self._matrices)
                 pre = cache[sig]
                 outside = time.perf_counter() - outside
                 with stages.stage(f"predict {member.name}"):
                     logits = self._predict_member(member, pre, plan, placement)
                 after = time.perf_counter()
                 with stages.stage(f"to image grid {member.name}"):
-                    probabilities = to_image_grid(logits, pre, member, full_size)
+                    probabilities = to_image_grid(logits, pre, member.preprocess_plan, full_size, self._matrices)
                     del logits
                     tb = pre.transpose_backward
                     probabilities = probabilities.permute(0, *[a + 1 for a in tb])
@@ -151,7 +148,9 @@ class Engine:
                 pancreas = pancreas.cpu().numpy() if pancreas is not None else None
             tumor = tumor.cpu().numpy()
         with stages.stage("postprocess"):
-            tumor = postprocess(tumor, spacing, rules, pancreas)
+            tumor = postprocess(tumor, spacing, pancreas, min_volume_mm3=rules.min_volume_mm3,
+                                keep_largest=rules.keep_largest,
+                                max_distance_to_pancreas_mm=rules.max_distance_to_pancreas_mm)
         log.info("case done: %s; tumour %d voxels (%.0f mm^3)", stages.summary(), int(tumor.sum()),
                  float(tumor.sum()) * geometry.voxel_volume_mm3)
         return CaseResult(tumor.astype(np.uint8), self.labels, probabilities if keep_probabilities else None,
@@ -159,17 +158,26 @@ class Engine:
 
     def _predict_member(self, member: Member, pre: Preprocessed, plan: "budget_mod.BudgetPlan",
                         placement: Placement) -> torch.Tensor:
-        faithful = member.spec.resampling == "faithful"
-        with _resident(member, placement.compute):
+        runtime = self.runtime
+        dtype = runtime.accumulate_dtype(member.spec.resampling)
+        with _resident(member, placement.compute), runtime.autocast(placement.compute):
             progress = TileProgress(member.name)
             return predict_logits(
                 pre.data.to(placement.compute), member.networks, len(member.label_names), member.patch_size,
                 tile_step_size=member.spec.tile_step_size, mirror_axes=plan.mirror_axes(member),
-                accumulate_device=placement.accumulate,
-                # faithful: nnU-Net's float16 accumulators, fold by fold; fast: one float32 accumulator
-                accumulate_dtype=torch.float16 if faithful else torch.float32,
+                accumulate_device=placement.accumulate, accumulate_dtype=dtype,
+                batch_mirrors=runtime.batch_mirrors(placement.compute),
+                importance_map=self._gaussian(member.patch_size, dtype, placement.accumulate),
                 on_tile=lambda done, total: (progress(done, total), plan.on_tile(member, done, total)),
             )
+
+    def _gaussian(self, patch_size, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        # float16 weights with float16 accumulators (nnU-Net's), float32 otherwise
+        weight_dtype = torch.float16 if dtype == torch.float16 else torch.float32
+        key = (tuple(patch_size), weight_dtype, str(device))
+        if key not in self._gaussians:
+            self._gaussians[key] = gaussian_importance_map(tuple(patch_size), weight_dtype, device)
+        return self._gaussians[key]
 
 
 @contextmanager
