@@ -20,8 +20,9 @@ log = logging.getLogger(__name__)
 
 
 def postprocess(tumor: np.ndarray, spacing_zyx: tuple[float, ...], rules: PostprocessSpec,
-                pancreas: np.ndarray | None = None) -> np.ndarray:
-    """Filtered copy of the bool tumour mask (z, y, x)."""
+                pancreas: np.ndarray | None = None, *, quiet: bool = False) -> np.ndarray:
+    """Filtered copy of the bool tumour mask (z, y, x). quiet: log nothing (for callers that run it
+    thousands of times, such as the fit; the result is the same)."""
     if not rules.active or not tumor.any():
         return tumor
     components, n = cc3d.connected_components(tumor, connectivity=26, return_N=True)
@@ -33,7 +34,8 @@ def postprocess(tumor: np.ndarray, spacing_zyx: tuple[float, ...], rules: Postpr
         keep &= volumes >= rules.min_volume_mm3
     if rules.max_distance_to_pancreas_mm is not None:
         if pancreas is None or not pancreas.any():
-            log.warning("post-processing: no pancreas predicted; pancreas gating skipped")
+            if not quiet:
+                log.warning("post-processing: no pancreas predicted; pancreas gating skipped")
         else:
             keep &= _near_pancreas(components, n, pancreas, spacing_zyx, rules.max_distance_to_pancreas_mm)
     if rules.keep_largest is not None:
@@ -42,7 +44,7 @@ def postprocess(tumor: np.ndarray, spacing_zyx: tuple[float, ...], rules: Postpr
         keep[:] = False
         keep[ranked] = True
     dropped = int(n - keep.sum())
-    if dropped:
+    if dropped and not quiet:
         log.info("post-processing: kept %d of %d tumour components", int(keep.sum()), n)
     lookup = np.concatenate([[False], keep])
     return lookup[components]
