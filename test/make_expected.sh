@@ -19,7 +19,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from panther_ensemble.evaluate import case_metrics
+from panther_ensemble.scoring import case_metrics
 
 rows = {}
 for mask in sorted(Path("test/expected_output").rglob("*.mha")):

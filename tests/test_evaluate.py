@@ -1,25 +1,29 @@
-"""Tests for panther_ensemble.evaluate: PANTHER metric semantics around DeepMind's surface-distance."""
+"""Tests for panther_ensemble.scoring (metrics, leaderboard, evaluate, figures): PANTHER metric semantics around
+DeepMind's surface-distance, the command, the figures, and that scoring changes no other module."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import subprocess
 import sys
+import types
+import uuid
 import warnings
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
 import SimpleITK as sitk
 
-from panther_ensemble import cli
-from panther_ensemble import evaluate as ev
+import surface_distance
+from panther_ensemble import cli, io
 from panther_ensemble.errors import InputError
-
-import surface_distance  # patched in place by the evaluate import above (module globals, order-independent)
+from panther_ensemble.scoring import figures, leaderboard, metrics
 
 SPACING = (3.0, 1.1875, 0.8)  # (z, y, x), deliberately anisotropic and with three different values
 
@@ -40,14 +44,36 @@ def blob(shape, seed, threshold=0.56, sigma=2.0):
     return field > threshold
 
 
+class _NumpyWithOldAliases(types.ModuleType):
+    """numpy plus `Inf` and `NaN` (removed in NumPy 2), which surface-distance 0.1 uses on empty masks."""
+
+    Inf = math.inf
+    NaN = math.nan
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+@contextlib.contextmanager
+def library_as_released():
+    """Run surface-distance 0.1 itself, as released, as the reference: inside this block only, its module
+    global `np` gets the two old aliases, and its SciPy deprecation warnings are silenced. The code under
+    test never runs inside it."""
+    with mock.patch.object(surface_distance.metrics, "np", _NumpyWithOldAliases("numpy")), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # scipy.ndimage.filters / .morphology
+        yield
+
+
 def reference(pred: np.ndarray, gt: np.ndarray, spacing) -> dict:
     """The metrics straight from surface-distance on the full arrays (no cropping, no special cases)."""
-    d = surface_distance.compute_surface_distances(gt, pred, spacing)
-    a, b = surface_distance.compute_average_surface_distance(d)
-    return {"dice": surface_distance.compute_dice_coefficient(gt, pred),
-            "surface_dice_5mm": surface_distance.compute_surface_dice_at_tolerance(d, 5.0),
-            "hd95": surface_distance.compute_robust_hausdorff(d, 95.0),
-            "masd": (a + b) / 2}
+    with library_as_released():
+        d = surface_distance.compute_surface_distances(gt, pred, spacing)
+        a, b = surface_distance.compute_average_surface_distance(d)
+        return {"dice": surface_distance.compute_dice_coefficient(gt, pred),
+                "surface_dice_5mm": surface_distance.compute_surface_dice_at_tolerance(d, 5.0),
+                "hd95": surface_distance.compute_robust_hausdorff(d, 95.0),
+                "masd": (a + b) / 2}
 
 
 def write_mha(path: Path, arr: np.ndarray, spacing_zyx=SPACING, origin=(10.0, -20.0, 5.0)) -> Path:
@@ -60,22 +86,81 @@ def write_mha(path: Path, arr: np.ndarray, spacing_zyx=SPACING, origin=(10.0, -2
 
 
 # ----------------------------------------------------------------------------------------------------------
-# the numpy-2 / scipy shim
+# our surface distances are surface-distance's, bit for bit; scoring changes no other module
 # ----------------------------------------------------------------------------------------------------------
-def test_shim_makes_surface_distance_work_on_numpy2_without_touching_numpy():
-    a = np.zeros((5, 5, 5), bool)
-    a[2, 2, 2] = True
+@pytest.mark.parametrize("seed", range(6))
+def test_surface_distances_match_the_library_bit_for_bit(seed):
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(n) for n in rng.integers(6, 28, 3))
+    gt, pred = blob(shape, seed, sigma=1.2), blob(shape, seed + 50, sigma=1.2)
+    if seed == 0:  # single voxels in opposite corners: both touch the array border
+        gt, pred = np.zeros(shape, bool), np.zeros(shape, bool)
+        gt[0, 0, 0], pred[-1, -1, -1] = True, True
+    spacing = tuple(float(s) for s in rng.uniform(0.5, 3.5, 3))
+    with library_as_released():
+        ref = surface_distance.compute_surface_distances(gt, pred, spacing)
+    tables = metrics.SurfelAreas()
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no scipy.ndimage.filters/morphology DeprecationWarning either
-        # one empty mask: this path uses np.Inf, which NumPy 2 removed (AttributeError without the shim)
-        d = surface_distance.compute_surface_distances(a, np.zeros_like(a), (1.0, 1.0, 1.0))
-        assert np.isinf(d["distances_gt_to_pred"]).all() and len(d["distances_gt_to_pred"]) == 8
-        assert surface_distance.compute_robust_hausdorff(d, 95) == math.inf
-        # both empty: np.NaN
-        assert math.isnan(surface_distance.compute_dice_coefficient(np.zeros_like(a), np.zeros_like(a)))
-    if int(np.__version__.split(".")[0]) >= 2:
-        assert not hasattr(np, "Inf")  # the aliases live only inside surface_distance.metrics
-    assert surface_distance.metrics.np.zeros is np.zeros
+        warnings.simplefilter("error")  # no deprecated NumPy or SciPy name on our path
+        ours = metrics.surface_distances(gt, pred, spacing, tables)
+        again = metrics.surface_distances(gt, pred, spacing, tables)  # the cached table: same numbers
+    assert set(ours) == set(ref)
+    for k in ref:
+        assert ours[k].dtype == ref[k].dtype and np.array_equal(ours[k], ref[k]), k
+        assert np.array_equal(again[k], ref[k]), k
+    table = tables(spacing)
+    assert tables(list(spacing)) is table and not table.flags.writeable
+    np.testing.assert_array_equal(table, surface_distance.lookup_tables.create_table_neighbour_code_to_surface_area(
+        spacing))
+    with pytest.raises(ValueError):
+        metrics.surface_distances(gt, np.zeros_like(gt), spacing)
+
+
+NO_SIDE_EFFECTS_PROBE = r"""
+import logging, sys, warnings
+import numpy, scipy.ndimage, surface_distance.lookup_tables as lt, surface_distance.metrics as sdm
+
+def levels():
+    found = {n: lg.level for n, lg in logging.root.manager.loggerDict.items() if isinstance(lg, logging.Logger)}
+    return {**found, "": logging.root.level}
+
+def state():
+    return {"sd np": sdm.np, "sd ndimage": sdm.ndimage, "table fn": lt.create_table_neighbour_code_to_surface_area,
+            "numpy names": sorted(vars(numpy)), "ndimage names": sorted(vars(scipy.ndimage)),
+            "sdm names": {k: id(v) for k, v in vars(sdm).items()}, "lt names": {k: id(v) for k, v in vars(lt).items()}}
+
+before, levels_before, filters_before = state(), levels(), list(warnings.filters)
+import numpy as np
+import panther_ensemble.cli.evaluate
+from panther_ensemble.scoring import aggregate, case_metrics, figures, rank_table
+gt, pred = np.zeros((8, 9, 10), np.uint8), np.zeros((8, 9, 10), np.uint8)
+gt[2:5, 2:6, 3:7] = 1
+pred[3:6, 2:6, 3:8] = 1
+m = case_metrics(pred, gt, (3.0, 1.0, 0.8))
+rank_table({"a": aggregate({"c": m}), "b": aggregate({"c": m})})
+assert "torch" not in sys.modules and "matplotlib" not in sys.modules, "scoring without figures stays light"
+figures.plot_metrics({"c": m}, aggregate({"c": m}), sys.argv[1] + "/metrics.png", "t")
+plt = sys.modules.get("matplotlib.pyplot")  # matplotlib's boxplot may import it to resolve its default backend
+assert plt is None or plt.get_fignums() == [], "a figure was left in pyplot's global list"
+assert list(warnings.filters) == filters_before, "warning filters changed"
+import panther_ensemble.cli.fit, panther_ensemble.scoring.fit
+assert state() == before, "a library module was changed"
+now = levels()
+assert all(now[n] == lv for n, lv in levels_before.items()), "a logger level changed"
+assert all(now[n] == logging.NOTSET for n in now if n.startswith("panther_ensemble")), "a logger level was set"
+assert not hasattr(numpy, "Inf") or int(numpy.__version__.split(".")[0]) < 2
+print("clean")
+"""
+
+
+def test_scoring_changes_no_other_module(tmp_path):
+    """Importing and using scoring (metrics, evaluate, figures, the fit package) leaves surface-distance,
+    numpy, scipy, warning filters and logger levels as they were; fresh interpreter, so order-independent."""
+    proc = subprocess.run([sys.executable, "-c", NO_SIDE_EFFECTS_PROBE, str(tmp_path)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "clean"
+    assert surface_distance.metrics.np is np and surface_distance.metrics.ndimage.__name__ == "scipy.ndimage"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -87,7 +172,7 @@ def test_matches_surface_distance_on_blobs_anisotropic(seed):
     gt = blob(shape, seed)
     pred = blob(shape, seed + 100)
     assert gt.any() and pred.any() and (gt & pred).any()
-    ours = ev.case_metrics(pred, gt, SPACING)
+    ours = metrics.case_metrics(pred, gt, SPACING)
     ref = reference(pred, gt, SPACING)
     for k, v in ref.items():
         assert ours[k] == pytest.approx(v, rel=1e-12, abs=1e-12), k
@@ -95,7 +180,7 @@ def test_matches_surface_distance_on_blobs_anisotropic(seed):
     assert ours["pred_volume_mm3"] == pytest.approx(pred.sum() * voxel)
     assert ours["gt_volume_mm3"] == pytest.approx(gt.sum() * voxel)
     # official mode = surface-distance with the spacing reversed; Dice and volumes unchanged
-    off = ev.case_metrics(pred, gt, SPACING, official=True)
+    off = metrics.case_metrics(pred, gt, SPACING, official=True)
     ref_off = reference(pred, gt, SPACING[::-1])
     for k, v in ref_off.items():
         assert off[k] == pytest.approx(v, rel=1e-12, abs=1e-12), k
@@ -108,11 +193,11 @@ def test_labels_and_value_encodings():
     tum, pred = blob(shape, 5), blob(shape, 6)
     gt = np.where(ndi.binary_dilation(tum, iterations=3), 2, 0).astype(np.uint8)  # pancreas around
     gt[tum] = 1
-    ref = ev.case_metrics(pred, tum, SPACING)
+    ref = metrics.case_metrics(pred, tum, SPACING)
     # label 2 (pancreas) is background for the metrics; uint8 {0,1} and {0,255} predictions are the same mask
-    assert ev.case_metrics(pred.astype(np.uint8), gt, SPACING) == ref
-    assert ev.case_metrics(pred.astype(np.uint8) * 255, gt, SPACING) == ref
-    assert ev.case_metrics(pred.astype(np.float32), gt, SPACING) == ref
+    assert metrics.case_metrics(pred.astype(np.uint8), gt, SPACING) == ref
+    assert metrics.case_metrics(pred.astype(np.uint8) * 255, gt, SPACING) == ref
+    assert metrics.case_metrics(pred.astype(np.float32), gt, SPACING) == ref
 
 
 def test_cropping_does_not_change_results():
@@ -122,8 +207,8 @@ def test_cropping_does_not_change_results():
     pred = np.zeros(big, bool)
     gt[9:23, 30:54, 41:67] = small_gt
     pred[9:23, 30:54, 41:67] = small_pred
-    full = ev.case_metrics(pred, gt, SPACING)
-    assert full == ev.case_metrics(small_pred, small_gt, SPACING, full_shape=big)
+    full = metrics.case_metrics(pred, gt, SPACING)
+    assert full == metrics.case_metrics(small_pred, small_gt, SPACING, full_shape=big)
     # the joint bounding box crop inside case_metrics is invisible against the un-cropped library call
     ref = reference(pred, gt, SPACING)
     for k, v in ref.items():
@@ -133,7 +218,7 @@ def test_cropping_does_not_change_results():
     gt2[0:4, 0:5, 7:12] = True
     pred2[0:5, 1:5, 8:12] = True
     ref2 = reference(pred2, gt2, SPACING)
-    got2 = ev.case_metrics(pred2, gt2, SPACING)
+    got2 = metrics.case_metrics(pred2, gt2, SPACING)
     for k, v in ref2.items():
         assert got2[k] == pytest.approx(v, rel=1e-12, abs=1e-12)
     # far-apart masks: the crop must be the JOINT box (a box around either mask alone loses the other)
@@ -141,7 +226,7 @@ def test_cropping_does_not_change_results():
     gt3[2:6, 3:9, 4:8] = True
     pred3[20:27, 25:37, 30:36] = True
     ref3 = reference(pred3, gt3, SPACING)
-    got3 = ev.case_metrics(pred3, gt3, SPACING)
+    got3 = metrics.case_metrics(pred3, gt3, SPACING)
     assert ref3["hd95"] > 20
     for k, v in ref3.items():
         assert got3[k] == pytest.approx(v, rel=1e-12, abs=1e-12)
@@ -162,7 +247,7 @@ def test_two_single_voxels_by_hand():
     pred = np.zeros((6, 6, 6), np.uint8)
     gt[2, 2, 2] = 1
     pred[3, 2, 2] = 1
-    m = ev.case_metrics(pred, gt, (3.0, 1.0, 0.7))
+    m = metrics.case_metrics(pred, gt, (3.0, 1.0, 0.7))
     assert m["dice"] == 0.0
     assert m["surface_dice_5mm"] == pytest.approx(1.0)
     assert m["hd95"] == pytest.approx(3.0)
@@ -179,15 +264,15 @@ def test_official_spacing_order_changes_hd95_by_hand():
     pred = np.zeros((6, 6, 6), np.uint8)
     gt[2, 2, 2] = 1
     pred[3, 2, 2] = 1
-    m = ev.case_metrics(pred, gt, (3.0, 1.0, 0.7), official=True)
+    m = metrics.case_metrics(pred, gt, (3.0, 1.0, 0.7), official=True)
     assert m["hd95"] == pytest.approx(0.7)
     assert m["masd"] == pytest.approx(0.35)
     assert m["pred_volume_mm3"] == pytest.approx(2.1)
     # a shift along x instead: correct mode 0.7 mm, official mode 3 mm
     pred_x = np.zeros((6, 6, 6), np.uint8)
     pred_x[2, 2, 3] = 1
-    assert ev.case_metrics(pred_x, gt, (3.0, 1.0, 0.7))["hd95"] == pytest.approx(0.7)
-    assert ev.case_metrics(pred_x, gt, (3.0, 1.0, 0.7), official=True)["hd95"] == pytest.approx(3.0)
+    assert metrics.case_metrics(pred_x, gt, (3.0, 1.0, 0.7))["hd95"] == pytest.approx(0.7)
+    assert metrics.case_metrics(pred_x, gt, (3.0, 1.0, 0.7), official=True)["hd95"] == pytest.approx(3.0)
 
 
 def test_two_cubes_shifted_by_one_voxel_by_hand():
@@ -205,7 +290,7 @@ def test_two_cubes_shifted_by_one_voxel_by_hand():
     pred = np.zeros((6, 6, 6), np.uint8)
     gt[1:3, 1:3, 1:3] = 1
     pred[1:3, 1:3, 2:4] = 1
-    m = ev.case_metrics(pred, gt, (2.0, 2.0, 2.0))
+    m = metrics.case_metrics(pred, gt, (2.0, 2.0, 2.0))
     far = 4 * CORNER + 4 * EDGE + 2 * FACE
     total = 8 * CORNER + 12 * EDGE + 6 * FACE
     assert m["dice"] == pytest.approx(0.5)
@@ -215,7 +300,7 @@ def test_two_cubes_shifted_by_one_voxel_by_hand():
     assert m["surface_dice_5mm"] == pytest.approx(1.0)
     assert m["pred_volume_mm3"] == pytest.approx(64.0)
     # identical masks: perfect scores
-    same = ev.case_metrics(gt, gt, (2.0, 2.0, 2.0))
+    same = metrics.case_metrics(gt, gt, (2.0, 2.0, 2.0))
     assert same["dice"] == 1.0 and same["surface_dice_5mm"] == 1.0 and same["hd95"] == 0.0 and same["masd"] == 0.0
 
 
@@ -227,8 +312,8 @@ def test_surface_dice_tolerance_is_five_mm_inclusive():
     pred = np.zeros((5, 5, 5), np.uint8)
     gt[2, 2, 2] = 1
     pred[3, 2, 2] = 1
-    assert ev.case_metrics(pred, gt, (5.0, 1.0, 1.0))["surface_dice_5mm"] == pytest.approx(1.0)
-    assert ev.case_metrics(pred, gt, (5.5, 1.0, 1.0))["surface_dice_5mm"] == pytest.approx(0.5)
+    assert metrics.case_metrics(pred, gt, (5.0, 1.0, 1.0))["surface_dice_5mm"] == pytest.approx(1.0)
+    assert metrics.case_metrics(pred, gt, (5.5, 1.0, 1.0))["surface_dice_5mm"] == pytest.approx(0.5)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -244,7 +329,7 @@ SP = (3.0, 1.0, 0.5)
 def test_uniform_zero_prediction(official, diag):
     gt = np.zeros(SHAPE, np.uint8)
     gt[1:3, 1:3, 1:3] = 1
-    m = ev.case_metrics(np.zeros(SHAPE, np.uint8), gt, SP, official)
+    m = metrics.case_metrics(np.zeros(SHAPE, np.uint8), gt, SP, official)
     assert m == {"dice": 0.0, "surface_dice_5mm": 0.0, "hd95": pytest.approx(diag), "masd": pytest.approx(diag),
                  "pred_volume_mm3": 0.0, "gt_volume_mm3": pytest.approx(8 * 1.5)}
     assert DIAG != pytest.approx(DIAG_OFFICIAL)
@@ -254,7 +339,7 @@ def test_uniform_zero_prediction(official, diag):
 def test_uniform_one_prediction(official, diag):
     gt = np.zeros(SHAPE, np.uint8)
     gt[1:3, 1:3, 1:3] = 1
-    m = ev.case_metrics(np.ones(SHAPE, np.uint8), gt, SP, official)
+    m = metrics.case_metrics(np.ones(SHAPE, np.uint8), gt, SP, official)
     # all-ones scores like all-zeros, and its predicted volume is 0 (as the official script records it)
     assert m["dice"] == 0.0 and m["surface_dice_5mm"] == 0.0 and m["pred_volume_mm3"] == 0.0
     assert m["hd95"] == pytest.approx(diag) and m["masd"] == pytest.approx(diag)
@@ -265,11 +350,11 @@ def test_uniform_rule_uses_full_image_when_cropped(official):
     gt = np.zeros((3, 3, 3), np.uint8)
     gt[1, 1, 1] = 1
     full = (20, 30, 40)
-    m0 = ev.case_metrics(np.zeros((3, 3, 3), np.uint8), gt, SP, official, full_shape=full)
-    assert m0["hd95"] == pytest.approx(ev.image_diagonal_mm(full, SP, official))
-    assert m0["hd95"] != pytest.approx(ev.image_diagonal_mm((3, 3, 3), SP, official))
+    m0 = metrics.case_metrics(np.zeros((3, 3, 3), np.uint8), gt, SP, official, full_shape=full)
+    assert m0["hd95"] == pytest.approx(metrics.image_diagonal_mm(full, SP, official))
+    assert m0["hd95"] != pytest.approx(metrics.image_diagonal_mm((3, 3, 3), SP, official))
     # all ones inside a crop is not uniform in the full image (outside the crop is background)
-    m1 = ev.case_metrics(np.ones((3, 3, 3), np.uint8), gt, SP, official, full_shape=full)
+    m1 = metrics.case_metrics(np.ones((3, 3, 3), np.uint8), gt, SP, official, full_shape=full)
     assert m1["pred_volume_mm3"] == pytest.approx(27 * 1.5)
     assert 0 < m1["dice"] < 1
 
@@ -281,10 +366,10 @@ def test_three_values_and_non_binary_predictions_are_errors(official):
     three = np.zeros(SHAPE, np.uint8)
     three[0, 0, 0], three[1, 1, 1] = 1, 2
     with pytest.raises(InputError, match=r"^pred_case7\.mha: prediction must be binary.*3 distinct values \[0, 1, 2\]"):
-        ev.case_metrics(three, gt, SP, official, pred_name="pred_case7.mha")
+        metrics.case_metrics(three, gt, SP, official, pred_name="pred_case7.mha")
     for bad in (np.where(three == 0, 1, 2), np.full(SHAPE, 255), np.full(SHAPE, np.nan)):
         with pytest.raises(InputError):
-            ev.case_metrics(bad, gt, SP, official)
+            metrics.case_metrics(bad, gt, SP, official)
 
 
 @pytest.mark.parametrize("official, diag", [(False, DIAG), (True, DIAG_OFFICIAL)])
@@ -295,13 +380,13 @@ def test_empty_ground_truth(official, diag):
     pred[1:3, 1:3, 1:3] = 1
     # surface-distance alone gives non-finite numbers here (that is why we define the case)
     with np.errstate(invalid="ignore", divide="ignore"):
-        ref = reference(pred.astype(bool), gt == 1, ev.surface_spacing(SP, official))
+        ref = reference(pred.astype(bool), gt == 1, metrics.surface_spacing(SP, official))
     assert math.isinf(ref["hd95"]) and math.isnan(ref["masd"]) and ref["dice"] == 0.0
-    m = ev.case_metrics(pred, gt, SP, official)
+    m = metrics.case_metrics(pred, gt, SP, official)
     assert m == {"dice": 0.0, "surface_dice_5mm": 0.0, "hd95": pytest.approx(diag), "masd": pytest.approx(diag),
                  "pred_volume_mm3": pytest.approx(8 * 1.5), "gt_volume_mm3": 0.0}
     # empty prediction on empty ground truth is still a uniform prediction: the penalty, as officially
-    e = ev.case_metrics(np.zeros(SHAPE, np.uint8), gt, SP, official)
+    e = metrics.case_metrics(np.zeros(SHAPE, np.uint8), gt, SP, official)
     assert e["dice"] == 0.0 and e["hd95"] == pytest.approx(diag) and e["gt_volume_mm3"] == 0.0
     assert all(math.isfinite(v) for v in {**m, **e}.values())
 
@@ -309,9 +394,9 @@ def test_empty_ground_truth(official, diag):
 def test_bad_arrays():
     gt = np.zeros(SHAPE, np.uint8)
     with pytest.raises(InputError, match="differs from gt.mha"):
-        ev.case_metrics(np.zeros((4, 5, 7), np.uint8), gt, SP, pred_name="p.mha", gt_name="gt.mha")
+        metrics.case_metrics(np.zeros((4, 5, 7), np.uint8), gt, SP, pred_name="p.mha", gt_name="gt.mha")
     with pytest.raises(InputError, match="ground truth labels"):
-        ev.case_metrics(np.ones(SHAPE, np.uint8), np.full(SHAPE, 255, np.uint8), SP)
+        metrics.case_metrics(np.ones(SHAPE, np.uint8), np.full(SHAPE, 255, np.uint8), SP)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -322,12 +407,12 @@ def test_aggregate_mean_and_rmse():
                    "pred_volume_mm3": 100.0, "gt_volume_mm3": 130.0},
              "b": {"dice": 0.7, "surface_dice_5mm": 1.0, "hd95": 4.0, "masd": 1.0,
                    "pred_volume_mm3": 50.0, "gt_volume_mm3": 10.0}}
-    agg = ev.aggregate(cases)
+    agg = leaderboard.aggregate(cases)
     # RMSE = sqrt(((100-130)^2 + (50-10)^2) / 2) = sqrt((900 + 1600) / 2) = sqrt(1250)
     assert agg == {"dice": pytest.approx(0.6), "surface_dice_5mm": pytest.approx(0.8), "hd95": 7.0,
                    "masd": 1.5, "volume_rmse_mm3": pytest.approx(math.sqrt(1250))}
     with pytest.raises(ValueError):
-        ev.aggregate({})
+        leaderboard.aggregate({})
 
 
 def test_rank_table_directions_and_ties():
@@ -336,7 +421,7 @@ def test_rank_table_directions_and_ties():
         "B": {"dice": 0.70, "surface_dice_5mm": 0.80, "hd95": 8.0, "masd": 3.0, "volume_rmse_mm3": 9000.0},
         "C": {"dice": 0.60, "surface_dice_5mm": 0.95, "hd95": 20.0, "masd": 1.0, "volume_rmse_mm3": 5000.0},
     }
-    rows = {r["name"]: r for r in ev.rank_table(aggs)}
+    rows = {r["name"]: r for r in leaderboard.rank_table(aggs)}
     # Dice up: A, B tie at 0.70 -> both 1, C 3. sDice up: C 1, A 2, B 3. HD95 down: B 1, A 2, C 3.
     # MASD down: C 1, A 2, B 3. RMSE down: C 1, A and B tie -> 2, 2.
     assert [rows[n]["rank_dice"] for n in "ABC"] == [1, 1, 3]
@@ -346,7 +431,7 @@ def test_rank_table_directions_and_ties():
     assert [rows[n]["rank_volume_rmse_mm3"] for n in "ABC"] == [2, 2, 1]
     # mean ranks: A (1+2+2+2+2)/5 = 1.8, B (1+3+1+3+2)/5 = 2.0, C (3+1+3+1+1)/5 = 1.8 -> A, C share 1st
     assert [rows[n]["mean_rank"] for n in "ABC"] == [pytest.approx(1.8), pytest.approx(2.0), pytest.approx(1.8)]
-    assert [r["name"] for r in ev.rank_table(aggs)] == ["A", "C", "B"]
+    assert [r["name"] for r in leaderboard.rank_table(aggs)] == ["A", "C", "B"]
     assert [rows[n]["position"] for n in "ABC"] == [1, 3, 1]
 
 
@@ -386,11 +471,11 @@ def test_cli_single_folder(dataset, capsys):
     assert rc == 0, err
     doc = json.loads((root / "res" / "metrics.json").read_text())
     assert sorted(doc["cases"]) == ["case_0", "case_1", "case_2"]
-    assert set(doc["aggregate"]) == set(ev.AGGREGATE_KEYS)
+    assert set(doc["aggregate"]) == set(metrics.AGGREGATE_KEYS)
     for cid in doc["cases"]:
-        assert set(doc["cases"][cid]) == set(ev.CASE_KEYS)
-        expect = ev.case_metrics(preds[cid], gts[cid], SPACING)
-        for k in ev.CASE_KEYS:
+        assert set(doc["cases"][cid]) == set(metrics.CASE_KEYS)
+        expect = metrics.case_metrics(preds[cid], gts[cid], SPACING)
+        for k in metrics.CASE_KEYS:
             assert doc["cases"][cid][k] == pytest.approx(expect[k], rel=1e-6), (cid, k)
     assert doc["cases"]["case_2"]["pred_volume_mm3"] == 0.0
     diag = math.dist((0, 0, 0), (12 * 3.0, 28 * 1.1875, 30 * 0.8))
@@ -425,12 +510,12 @@ def test_cli_leaderboard_with_tie(dataset, capsys):
     assert rc == 0, err
     board = json.loads((root / "lb" / "leaderboard.json").read_text())["leaderboard"]
     by = {r["name"]: r for r in board}
-    for k in ev.AGGREGATE_KEYS:  # A and B hold identical masks (.mha vs .nii.gz): tied on every metric
+    for k in metrics.AGGREGATE_KEYS:  # A and B hold identical masks (.mha vs .nii.gz): tied on every metric
         assert by["alpha"][f"rank_{k}"] == by["beta"][f"rank_{k}"], k
         assert by["alpha"][k] == by["beta"][k]
     assert by["alpha"]["mean_rank"] == by["beta"]["mean_rank"]
     assert by["alpha"]["position"] == by["beta"]["position"]
-    expect = ev.rank_table({n: {k: by[n][k] for k in ev.AGGREGATE_KEYS} for n in by})
+    expect = leaderboard.rank_table({n: {k: by[n][k] for k in metrics.AGGREGATE_KEYS} for n in by})
     assert board == expect
     assert [r["mean_rank"] for r in board] == sorted(r["mean_rank"] for r in board)
     lb_csv = list(csv.DictReader((root / "lb" / "leaderboard.csv").read_text().splitlines()))
@@ -496,12 +581,17 @@ def test_cli_missing_prediction(dataset, capsys):
 
 
 def test_duplicate_case_id_and_case_id_rules(tmp_path):
-    assert ev.case_id("abc.nii.gz") == "abc" and ev.case_id("x.y.MHA") == "x.y" and ev.case_id("n.nrrd") == "n"
-    assert ev.case_id("abc.nii") == "abc" and ev.case_id("notes.txt") is None and ev.case_id(".mha") is None
+    # case ids and folder scanning are io's (one rule for every command): other files are not cases
+    assert io.case_id("abc.nii.gz") == "abc" and io.case_id("x.y.MHA") == "x.y" and io.case_id("n.nrrd") == "n"
+    assert io.case_id("abc.nii") == "abc"
+    write_mha(tmp_path / "e" / "c0.mha", np.zeros((2, 2, 2)))
+    (tmp_path / "e" / "notes.txt").write_text("not a case\n")
+    write_mha(tmp_path / "e" / ".mha", np.zeros((2, 2, 2)))
+    assert list(io.scan_images(tmp_path / "e")) == ["c0"]
     write_mha(tmp_path / "d" / "c1.mha", np.zeros((2, 2, 2)))
     write_mha(tmp_path / "d" / "c1.nii.gz", np.zeros((2, 2, 2)))
     with pytest.raises(InputError, match="two files for case 'c1'"):
-        ev.scan_folder(tmp_path / "d")
+        io.scan_images(tmp_path / "d")
 
 
 def test_console_script_end_to_end(dataset):
@@ -516,3 +606,79 @@ def test_console_script_end_to_end(dataset):
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [f"error: {root / 'nope'}: not a folder"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# figures: short case labels, legends beside the data, not on it
+# ----------------------------------------------------------------------------------------------------------
+def test_short_case_labels():
+    uuids = [str(uuid.UUID(int=i * 2**100 + 7)) for i in range(1, 40)]
+    labels = figures.short_case_labels(uuids)
+    assert labels == [u[:8] for u in uuids] and len(set(labels)) == len(uuids)
+    # a shared prefix: the ends tell the cases apart
+    labels = figures.short_case_labels(["PANTHER_0001", "PANTHER_0002", "case_7"])
+    assert labels == ["…ER_0001", "…ER_0002", "case_7"]
+    # neither 8 first nor 8 last characters are unique: widened until they are
+    ids = ["prefix_A_middle_suffix", "prefix_B_middle_suffix"]
+    labels = figures.short_case_labels(ids)
+    assert len(set(labels)) == 2 and all(len(x) < len(ids[0]) for x in labels)
+    assert figures.short_case_labels(["a", "b"]) == ["a", "b"]
+
+
+def _synthetic_cases(n, seed=1):
+    rng = np.random.default_rng(seed)
+    cases = {}
+    for i in range(n):
+        cid = str(uuid.UUID(bytes=rng.bytes(16)))
+        g = float(rng.uniform(2e3, 3e4))
+        if i % 17 == 3:  # uniform prediction: the penalty
+            cases[cid] = {"dice": 0.0, "surface_dice_5mm": 0.0, "hd95": 532.0, "masd": 532.0, "pred_volume_mm3": 0.0,
+                          "gt_volume_mm3": g}
+        else:
+            d = float(rng.beta(5, 2))
+            cases[cid] = {"dice": d, "surface_dice_5mm": min(1.0, d + 0.1), "hd95": float(rng.lognormal(2, 0.8)),
+                          "masd": float(rng.lognormal(0.5, 0.7)), "pred_volume_mm3": g * float(rng.uniform(0.6, 1.4)),
+                          "gt_volume_mm3": g}
+    return cases
+
+
+def test_metrics_figure_is_readable(tmp_path):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    cases = _synthetic_cases(92)  # a Task 1 training set, grand-challenge UUIDs as case ids
+    agg = leaderboard.aggregate(cases)
+    fig = figures.metrics_figure(cases, agg, "92 cases")
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    r = canvas.get_renderer()
+    height = fig.bbox.height
+    for ax in fig.axes[:2]:  # the two per-case bar panels
+        ticks = [t.get_text() for t in ax.get_xticklabels()]
+        assert len(ticks) == 92 and len(set(ticks)) == 92 and max(map(len, ticks)) <= 8
+        assert ax.xaxis.get_tightbbox(r).height < 0.08 * height  # case labels take little of the height
+        legend = ax.get_legend()
+        assert legend is not None and not legend.get_window_extent(r).overlaps(ax.get_window_extent(r))
+        red = {t.get_text() for t in ax.get_xticklabels() if t.get_color() == figures.RED}
+        assert red == {c[:8] for c, m in cases.items() if m["pred_volume_mm3"] == 0}
+    assert all(ax.get_legend() is None for ax in fig.axes[2:])  # no legend over the distributions or volumes
+    figures.plot_metrics(cases, agg, tmp_path / "metrics.png", "92 cases")
+    png = (tmp_path / "metrics.png").read_bytes()
+    width_px, height_px = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert height_px == round(10.0 * figures.DPI) and width_px > height_px
+
+
+def test_leaderboard_figure_text_stays_inside_its_panel():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    agg = leaderboard.aggregate(_synthetic_cases(20))
+    rows = leaderboard.rank_table({f"entry {j}": {k: v * (1 + 0.3 * j) for k, v in agg.items()} for j in range(4)})
+    fig = figures.leaderboard_figure(rows)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    r = canvas.get_renderer()
+    for ax in fig.axes:
+        box = ax.get_window_extent(r)
+        for text in ax.texts:
+            assert text.get_window_extent(r).x1 <= box.x1, text.get_text()
+        tick_boxes = [t.get_window_extent(r) for t in ax.get_xticklabels() if t.get_text() and t.get_visible()]
+        assert not any(a.overlaps(b) for a, b in zip(tick_boxes, tick_boxes[1:]))

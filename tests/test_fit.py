@@ -1,4 +1,4 @@
-"""Tests for panther_ensemble.fit: search, exact cropping, nested CV, inputs and outputs.
+"""Tests for panther_ensemble.scoring.fit: search, exact cropping, nested CV, inputs and outputs.
 
 Synthetic out-of-fold maps with known errors: the tumour is a ball inside an ellipsoidal pancreas; member
 "over" draws it 2.5 mm too large, "under" 2.5 mm too small, "fp" exactly but with false-positive blobs far
@@ -25,11 +25,13 @@ import SimpleITK as sitk
 import torch
 
 from panther_ensemble import cli
-from panther_ensemble import fit
-from panther_ensemble.ensemble import WeightedProbabilities, common_label_space, decide, label_mask
+from panther_ensemble.inference.ensemble import WeightedProbabilities, common_label_space, decide, label_mask
 from panther_ensemble.errors import InputError
-from panther_ensemble.evaluate import case_metrics
-from panther_ensemble.postprocess import postprocess
+from panther_ensemble.inference.postprocess import postprocess as _postprocess
+from panther_ensemble.scoring import fit
+from panther_ensemble.scoring.fit import crossval
+from panther_ensemble.scoring.leaderboard import aggregate
+from panther_ensemble.scoring.metrics import CASE_KEYS, case_metrics
 from panther_ensemble.spec import PostprocessSpec, load_spec
 
 LABELS = ("background", "tumor", "pancreas")
@@ -49,6 +51,13 @@ def _one_thread():
 # ----------------------------------------------------------------------------------------------------------
 def _sig(x):
     return 1.0 / (1.0 + np.exp(-x))
+
+
+
+def postprocess(mask, spacing, rules, pancreas=None):
+    """The engine's post-processing with a spec's rules."""
+    return _postprocess(mask, spacing, pancreas, min_volume_mm3=rules.min_volume_mm3, keep_largest=rules.keep_largest,
+                        max_distance_to_pancreas_mm=rules.max_distance_to_pancreas_mm)
 
 
 def _grid(shape, spacing):
@@ -201,7 +210,7 @@ def _reference_metrics(root, names, cand, cid, tumor="tumor", pancreas="pancreas
         pan = None if pm is None else pm.numpy()
     out = postprocess(mask, spacing, rules, pan)
     m = case_metrics(out, gt, spacing)
-    return tuple(float(m[k]) for k in fit.CASE_KEYS)
+    return tuple(float(m[k]) for k in CASE_KEYS)
 
 
 def test_cropping_changes_no_metric(tmp_path):
@@ -310,13 +319,13 @@ def test_held_out_cases_never_choose(tmp_path, monkeypatch):
                                   keep_largest=(None, 1), max_distances=(None,), top_k=2)
     ev = fit.Evaluator(load(root, names, space))
     calls = []
-    real_select = fit.select
+    real_select = crossval.select
 
     def spy(ev_, space_, case_idx, objective, mw):
         calls.append(list(case_idx))
         return real_select(ev_, space_, case_idx, objective, mw)
 
-    monkeypatch.setattr(fit, "select", spy)
+    monkeypatch.setattr(crossval, "select", spy)
     res = fit.nested_cv(ev, space, "mean-rank", fit.DEFAULT_METRIC_WEIGHTS, folds=5, seed=7)
     assert len(calls) == 6 and calls[-1] == list(range(10))  # five outer folds, then the final refit
     held = sorted(i for f in res.folds for i in f.test)
@@ -325,10 +334,35 @@ def test_held_out_cases_never_choose(tmp_path, monkeypatch):
         assert used == f.train and not set(used) & set(f.test)
         np.testing.assert_array_equal(res.heldout_rows[f.test], ev.metrics[f.chosen][f.test])
     # the held-out aggregate is the union of the held-out rows, not an in-sample number
-    from panther_ensemble.evaluate import aggregate
-
-    assert res.heldout_agg == aggregate({i: dict(zip(fit.CASE_KEYS, r)) for i, r in
+    assert res.heldout_agg == aggregate({i: dict(zip(CASE_KEYS, r)) for i, r in
                                          enumerate(res.heldout_rows.tolist())})
+
+
+def test_scoring_candidates_patches_nothing_and_logs_nothing(tmp_path, caplog):
+    """The Evaluator owns its caches (surfel-area tables, identical masks); it swaps no library function,
+    changes no logger level, and its thousands of post-processing calls log nothing."""
+    import logging
+
+    import surface_distance.lookup_tables as lt
+
+    table_fn = lt.create_table_neighbour_code_to_surface_area
+    watched = ["", "panther_ensemble", "panther_ensemble.inference.postprocess", "panther_ensemble.scoring.fit.evaluator"]
+    levels = {n: logging.getLogger(n).level for n in watched}
+    names = ["fp", "over"]
+    root = make_dataset(tmp_path, 3, names, seed=2, extra={0: {"tumour": False, "far_blob": True}})
+    space = fit.SearchSpace.build(2, weight_step=0.5, thresholds=(0.5,), min_volumes=(None, 100.0),
+                                  keep_largest=(None, 1), max_distances=(None, 5.0), top_k=0)
+    ev = fit.Evaluator(load(root, names, space))
+    cands = space.stage_a + [replace(c, pp=p) for c in space.stage_a for p in space.pp_grid if p != fit.PP_OFF]
+    with caplog.at_level(logging.DEBUG, logger="panther_ensemble.inference.postprocess"):
+        ev.ensure(cands, range(3))
+    dropped = [c for c in cands
+               if c.pp[1] == 1 and not np.array_equal(ev.metrics[c], ev.metrics[replace(c, pp=fit.PP_OFF)])]
+    assert dropped, "post-processing must have removed components (postprocess logs that when not quiet)"
+    assert [r for r in caplog.records if r.name == "panther_ensemble.inference.postprocess"] == []
+    assert lt.create_table_neighbour_code_to_surface_area is table_fn
+    assert {n: logging.getLogger(n).level for n in watched} == levels
+    assert ev.stats["metric_calls"] > 0 and len(ev._surfel_areas._tables) == 1  # one spacing, one table
 
 
 # ----------------------------------------------------------------------------------------------------------

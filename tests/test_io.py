@@ -56,6 +56,19 @@ def test_geometry_round_trip_non_identity_direction_anisotropic(tmp_path):
     assert [p.name for p in out.parent.iterdir()] == ["in.mha"]  # no temporary file left behind
 
 
+def test_geometry_mismatch_names_the_first_difference_within_tolerances():
+    a = Geometry((4, 3, 2), (1.0, 1.0, 3.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    assert a.mismatch(a) is None
+    assert a.mismatch(Geometry((4, 3, 3), a.spacing_xyz, a.origin_xyz, a.direction)) == \
+        ("size", (4, 3, 2), (4, 3, 3), 0.0)
+    near = Geometry(a.size_xyz, (1.0, 1.0, 3.00005), (0.0, 0.0, 0.0005), a.direction)
+    assert a.mismatch(near, spacing_atol=1e-4, origin_atol=1e-3) is None
+    assert a.mismatch(near, spacing_atol=1e-6, origin_atol=1e-3) == ("spacing", (1.0, 1.0, 3.0), near.spacing_xyz, 1e-6)
+    assert a.mismatch(near, spacing_atol=1e-4)[0] == "origin"
+    flipped = Geometry(a.size_xyz, a.spacing_xyz, a.origin_xyz, (-1, 0, 0, 0, 1, 0, 0, 0, 1))
+    assert a.mismatch(flipped, 1e-4, 1e-3, 1e-4)[0] == "direction"
+
+
 def test_write_mask_failure_leaves_nothing(tmp_path, monkeypatch):
     geometry = Geometry((4, 3, 2), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
 

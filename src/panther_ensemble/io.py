@@ -53,6 +53,21 @@ class Geometry:
     def voxel_volume_mm3(self) -> float:
         return float(np.prod(self.spacing_xyz))
 
+    def mismatch(self, other: "Geometry", spacing_atol: float = 0.0, origin_atol: float = 0.0,
+                 direction_atol: float = 0.0) -> tuple[str, tuple, tuple, float] | None:
+        """The first way this geometry differs from `other`, as (what, this value, other value, tolerance)
+        with what = "size", "spacing", "origin" or "direction" (SimpleITK order); None when the sizes are
+        equal and the rest agrees within the absolute tolerances."""
+        if tuple(self.size_xyz) != tuple(other.size_xyz):
+            return "size", tuple(self.size_xyz), tuple(other.size_xyz), 0.0
+        pairs = (("spacing", self.spacing_xyz, other.spacing_xyz, spacing_atol),
+                 ("origin", self.origin_xyz, other.origin_xyz, origin_atol),
+                 ("direction", self.direction, other.direction, direction_atol))
+        for what, mine, theirs, atol in pairs:
+            if len(mine) != len(theirs) or not np.allclose(mine, theirs, rtol=0, atol=atol):
+                return what, tuple(mine), tuple(theirs), float(atol)
+        return None
+
     def stamp(self, image: sitk.Image) -> sitk.Image:
         image.SetSpacing(self.spacing_xyz)
         image.SetOrigin(self.origin_xyz)

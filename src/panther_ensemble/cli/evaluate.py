@@ -1,3 +1,72 @@
-"""`panther-ensemble evaluate` (command-line glue; the work is in panther_ensemble.evaluate)."""
+"""`panther-ensemble evaluate`: score predicted tumour masks with the PANTHER challenge's five metrics."""
 
-from ..evaluate import HELP, add_arguments, main  # noqa: F401
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from ..errors import InputError
+from ..scoring.evaluate import (default_names, evaluate_folders, format_case_table, format_leaderboard,
+                                safe_dirnames, write_leaderboard, write_metrics)
+from ..scoring.leaderboard import aggregate, rank_table
+
+HELP = ("score folders of predicted tumour masks against ground-truth labels with the five PANTHER metrics; "
+        "several folders are ranked as a leaderboard")
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pred", nargs="+", required=True, type=Path, metavar="DIR",
+                        help="folder(s) of predicted masks, one file per case (<case>.mha, .nii.gz, ...; values 0/1); "
+                             "give several to rank them")
+    parser.add_argument("--gt", required=True, type=Path, metavar="DIR",
+                        help="folder of ground-truth label files (0 background, 1 tumour, 2 pancreas); its files "
+                             "define the cases, matched to predictions by file name")
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="also write metrics.json/.csv/.png here (several --pred folders: one subfolder each, "
+                             "plus leaderboard.json/.csv/.png)")
+    parser.add_argument("--official", action="store_true",
+                        help="reproduce the organisers' evaluation script, spacing quirk included (surface metrics "
+                             "with the spacing in x, y, z order); use it to predict leaderboard numbers")
+    parser.add_argument("--names", nargs="+", metavar="NAME",
+                        help="display names, one per --pred folder (default: the folder names)")
+    parser.add_argument("--missing-as-empty", action="store_true",
+                        help="score a ground-truth case without a prediction as an empty prediction "
+                             "(default: stop with an error listing the missing cases)")
+
+
+def main(args: argparse.Namespace) -> int:
+    pred_dirs = list(args.pred)
+    names = list(args.names) if args.names else default_names(pred_dirs)
+    if len(names) != len(pred_dirs):
+        raise InputError("--names", f"{len(names)} name(s) given for {len(pred_dirs)} --pred folder(s)")
+    if len(set(names)) != len(names):
+        raise InputError("--names", "names must be distinct")
+    official = bool(args.official)
+    results = evaluate_folders(pred_dirs, args.gt, official=official, missing_as_empty=args.missing_as_empty)
+    aggs = {name: aggregate(cases) for name, cases in zip(names, results)}
+    mode = "official (x, y, z spacing with z, y, x arrays)" if official else "correct (z, y, x spacing)"
+    meta = {"gt": str(args.gt), "official": official, "spacing_mode": mode,
+            "missing_as_empty": bool(args.missing_as_empty), "n_cases": len(results[0])}
+
+    if len(pred_dirs) == 1:
+        print(f"# {names[0]} vs {args.gt} ({len(results[0])} cases, spacing mode: {mode})")
+        print(format_case_table(results[0], aggs[names[0]]))
+    else:
+        rows = rank_table(aggs)
+        print(f"# leaderboard vs {args.gt} ({len(results[0])} cases, spacing mode: {mode})")
+        print(format_leaderboard(rows))
+
+    if args.out is not None:
+        out = Path(args.out)
+        if len(pred_dirs) == 1:
+            write_metrics(out, results[0], aggs[names[0]], {**meta, "name": names[0], "pred": str(pred_dirs[0])},
+                          names[0])
+        else:
+            for name, sub, d, cases in zip(names, safe_dirnames(names), pred_dirs, results):
+                write_metrics(out / sub, cases, aggs[name], {**meta, "name": name, "pred": str(d)}, name)
+            write_leaderboard(out, rows, {**meta, "pred": [str(d) for d in pred_dirs], "names": names})
+        log.info("wrote results to %s", out)
+    return 0

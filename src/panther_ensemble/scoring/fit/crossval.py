@@ -1,0 +1,156 @@
+"""Choosing a candidate on some cases, and estimating how well that choice does on others.
+
+`select` searches stage A, then stage B around its best `top_k`, on the cases it is given, and returns
+the best candidate by the objective. `nested_cv` runs it on K-1 outer folds and scores the choice on the
+held-out fold, for every fold; then selects once more on all cases (the fitted spec).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ...errors import InputError
+from ..leaderboard import aggregate, mean_rank_of
+from ..metrics import CASE_KEYS
+from .evaluator import DEFAULT_METRIC_WEIGHTS, Evaluator, weighted_score
+from .space import PP_OFF, Candidate, SearchSpace, equal_candidate, single_candidates
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES = ("mean-rank", "weighted")
+DEFAULT_FOLDS = 5
+
+
+@dataclass
+class Scored:
+    cand: Candidate
+    agg: dict
+    score: float  # weighted score
+    mean_rank: float | None
+    stage: str
+
+    def key(self, objective: str) -> tuple:
+        if objective == "mean-rank":
+            return (self.mean_rank, -self.score)
+        return (-self.score,)
+
+
+@dataclass
+class Selection:
+    best: Scored
+    scored: list[Scored]
+    singles: dict[str, dict]  # member name -> aggregate on the same cases
+
+    @property
+    def n_candidates(self) -> int:
+        return len(self.scored)
+
+
+def select(ev: Evaluator, space: SearchSpace, case_idx: Sequence[int], objective: str,
+           metric_weights: Mapping[str, float]) -> Selection:
+    """Search on these cases only: stage A, then stage B around the top_k of stage A; the best by objective.
+    mean-rank: the challenge's mean rank against the single members (ties: weighted score)."""
+    names = [m.name for m in ev.data.members]
+    singles_c = single_candidates(len(names))
+    stage_a = space.stage_a
+    ev.ensure(stage_a + singles_c, case_idx)
+    scales = ev.scales(case_idx)
+    singles = {n: ev.aggregate(c, case_idx) for n, c in zip(names, singles_c)}
+    me = "\x00candidate"
+
+    def score(cands: list[Candidate], stage: str) -> list[Scored]:
+        out = []
+        for c in cands:
+            agg = ev.aggregate(c, case_idx)
+            mr = mean_rank_of(me, {**singles, me: agg}) if objective == "mean-rank" else None
+            out.append(Scored(c, agg, weighted_score(agg, metric_weights, scales), mr, stage))
+        return out
+
+    scored_a = score(stage_a, "A")
+    order = sorted(range(len(scored_a)), key=lambda i: (scored_a[i].key(objective), i))
+    k = len(order) if space.top_k <= 0 else min(space.top_k, len(order))
+    top = [scored_a[i].cand for i in order[:k]]
+    stage_b = [replace(c, pp=p) for c in top for p in space.pp_grid if p != PP_OFF]
+    ev.ensure(stage_b, case_idx)
+    scored = scored_a + score(stage_b, "B")
+    best_i = min(range(len(scored)), key=lambda i: (scored[i].key(objective), i))
+    return Selection(scored[best_i], scored, singles)
+
+
+@dataclass
+class FoldResult:
+    fold: int
+    train: list[int]
+    test: list[int]
+    chosen: Candidate
+    train_agg: dict
+    test_agg: dict
+    n_candidates: int
+
+
+@dataclass
+class FitResult:
+    folds: list[FoldResult]
+    final: Selection
+    heldout_rows: np.ndarray  # (cases, 6): each case scored by the candidate of the fold that held it out
+    heldout_agg: dict
+    insample_agg: dict
+    reference: dict[str, dict]  # name -> aggregate over all cases (single members, equal-weight ensemble)
+    n_distinct_candidates: int
+    seconds: dict = field(default_factory=dict)
+
+
+def fold_assignment(n: int, k: int, seed: int) -> list[int]:
+    order = np.random.default_rng(seed).permutation(n)
+    fold = [0] * n
+    for rank, i in enumerate(order):
+        fold[int(i)] = rank % k
+    return fold
+
+
+def nested_cv(ev: Evaluator, space: SearchSpace, objective: str = "mean-rank",
+              metric_weights: Mapping[str, float] = DEFAULT_METRIC_WEIGHTS, folds: int = DEFAULT_FOLDS,
+              seed: int = 0) -> FitResult:
+    """Outer K-fold over cases: select on K-1 folds, score the choice on the held-out fold; then select on
+    all cases for the final spec. Stage A is scored on every case first (each case once per weighting)."""
+    n = ev.n
+    if n < 2:
+        raise InputError("--gt", f"need at least 2 cases for cross-validation, got {n}")
+    k = min(folds, n)
+    assign = fold_assignment(n, k, seed)
+    everything = list(range(n))
+    names = [m.name for m in ev.data.members]
+    t0 = time.perf_counter()
+    ev.ensure(space.stage_a + single_candidates(len(names)), everything)
+    t_a = time.perf_counter() - t0
+    log.info("stage A: %d candidates on %d cases in %.1f s", len(space.stage_a), n, t_a)
+    results: list[FoldResult] = []
+    heldout = np.full((n, len(CASE_KEYS)), np.nan)
+    t1 = time.perf_counter()
+    for f in range(k):
+        train = [i for i in everything if assign[i] != f]
+        test = [i for i in everything if assign[i] == f]
+        sel = select(ev, space, train, objective, metric_weights)
+        ev.ensure([sel.best.cand], test)
+        heldout[test] = ev.metrics[sel.best.cand][test]
+        results.append(FoldResult(f, train, test, sel.best.cand, sel.best.agg, ev.aggregate(sel.best.cand, test),
+                                  sel.n_candidates))
+        log.info("outer fold %d/%d: chose %s on %d cases; held-out Dice %.4f HD95 %.2f on %d cases", f + 1, k,
+                 sel.best.cand.label(names), len(train), results[-1].test_agg["dice"], results[-1].test_agg["hd95"],
+                 len(test))
+    t_cv = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    final = select(ev, space, everything, objective, metric_weights)
+    t_final = time.perf_counter() - t2
+    heldout_agg = aggregate({i: dict(zip(CASE_KEYS, row)) for i, row in enumerate(heldout.tolist())})
+    reference = {nm: ev.aggregate(c, everything) for nm, c in zip(names, single_candidates(len(names)))}
+    eq = equal_candidate(len(names))
+    ev.ensure([eq], everything)
+    reference["equal-weight ensemble"] = ev.aggregate(eq, everything)
+    return FitResult(results, final, heldout, heldout_agg, final.best.agg, reference, len(ev.metrics),
+                     {"stage_a_s": t_a, "outer_folds_s": t_cv, "final_search_s": t_final})

@@ -1,0 +1,63 @@
+"""From per-case metrics to the challenge's aggregates, and from aggregates to a ranked leaderboard.
+
+Aggregates: the mean of Dice, surface Dice, HD95 and MASD over the cases, and the RMSE of predicted vs
+true tumour volume. Ranking as grand-challenge ranks submissions: a competition rank per aggregate (in
+the metric's direction, ties share the lower rank), then the mean of those ranks, then a final position.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .metrics import AGGREGATE_KEYS, HIGHER_IS_BETTER, MEAN_KEYS
+
+
+def aggregate(cases: Mapping[object, Mapping[str, float]]) -> dict:
+    """Mean Dice, surface Dice, HD95 and MASD over the cases, and the RMSE of predicted vs true volume."""
+    if not cases:
+        raise ValueError("aggregate() needs at least one case")
+    rows = list(cases.values())
+    out = {k: float(np.mean([float(r[k]) for r in rows])) for k in MEAN_KEYS}
+    err = np.array([float(r["pred_volume_mm3"]) - float(r["gt_volume_mm3"]) for r in rows])
+    out["volume_rmse_mm3"] = float(np.sqrt(np.mean(err ** 2)))
+    return out
+
+
+def competition_ranks(values: Sequence[float], higher_is_better: bool) -> list[int]:
+    """Rank 1 = best; equal values share the lowest rank of their group ("1224"), as grand-challenge does."""
+    keyed = [(-v if higher_is_better else v) for v in values]
+    return [1 + sum(1 for other in keyed if other < mine) for mine in keyed]
+
+
+def rank_table(aggregates: Mapping[str, Mapping[str, float]]) -> list[dict]:
+    """Leaderboard rows sorted by mean rank (best first), the way grand-challenge ranks submissions.
+
+    Each row: name, the five aggregates, `rank_<metric>` for each, `mean_rank` and `position` (the final
+    place, itself a competition rank of the mean rank). Ties (exactly equal values) share the lower rank.
+    Rows with equal mean rank keep their input order.
+    """
+    names = list(aggregates)
+    if not names:
+        raise ValueError("rank_table() needs at least one entry")
+    for n in names:
+        bad = [k for k in AGGREGATE_KEYS if not math.isfinite(float(aggregates[n][k]))]
+        if bad:
+            raise ValueError(f"aggregate of {n!r} has non-finite {bad}")
+    rows = [{"name": n, **{k: float(aggregates[n][k]) for k in AGGREGATE_KEYS}} for n in names]
+    for k in AGGREGATE_KEYS:
+        for row, r in zip(rows, competition_ranks([row[k] for row in rows], HIGHER_IS_BETTER[k])):
+            row[f"rank_{k}"] = r
+    for row in rows:
+        row["mean_rank"] = float(np.mean([row[f"rank_{k}"] for k in AGGREGATE_KEYS]))
+    for row, pos in zip(rows, competition_ranks([row["mean_rank"] for row in rows], False)):
+        row["position"] = pos
+    order = sorted(range(len(rows)), key=lambda i: (rows[i]["mean_rank"], i))
+    return [rows[i] for i in order]
+
+
+def mean_rank_of(name: str, aggregates: Mapping[str, Mapping[str, float]]) -> float:
+    """The mean rank of entry `name` on the leaderboard of `aggregates`."""
+    return next(r["mean_rank"] for r in rank_table(aggregates) if r["name"] == name)
