@@ -23,7 +23,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
-# shellcheck source=training/env.sh
+# shellcheck source-path=SCRIPTDIR source=env.sh
 source "$HERE/env.sh"
 mkdir -p "$nnUNet_raw" "$nnUNet_preprocessed" "$nnUNet_results" "$PANTHER_DATA/logs"
 LOGS=$PANTHER_DATA/logs
