@@ -38,6 +38,37 @@ def test_deterministic_bit_for_bit(t1):
     assert phantoms.case_uuid(1, 7) == t1[4] == phantoms.case_uuid(1, 7) != phantoms.case_uuid(2, 7)
 
 
+# sha256 of the image and label arrays (little-endian int16 / uint8 bytes, (z, y, x)) and the geometry
+PINNED = {
+    "t1": dict(image="86abe08faba2a317339cea2291eda681e133335a6a258f485159fd0549d37789",
+               label="93d6b51f5994a1267cb502ac907965fae1a64acbf8816e8b8e46540b8af7fcae",
+               size=(305, 242, 73), spacing=(1.31, 1.31, 3.0), origin=(-216.217, -182.104, -48.576)),
+    "t2": dict(image="1a8b5b07ebcd610b5691e6c0d68bcd34cc11b181f2471de3b0344aa026a6b6f3",
+               label="6ae3c67eb8cfbe50d8ed21ff47e7b8201c394b5019c231ec699ca5bb33a1b247",
+               size=(314, 300, 80), spacing=(0.9733, 0.9733, 1.92), origin=(-176.099, -168.257, -403.418)),
+}
+
+
+@pytest.mark.parametrize("which", ["t1", "t2"])
+def test_phantom_version_is_pinned(which, request):
+    """Task 1 and Task 2 seed 7 (PHANTOM_VERSION 2) are exactly these arrays and this geometry.
+
+    The training data, the held-out cases and the shipped samples are all regenerated from (task, seed),
+    so a change of these hashes is a new phantom: bump PHANTOM_VERSION, document the change in its
+    docstring and in training/README.md, and regenerate the datasets and the sample cases.  Only then
+    update the hashes here.
+    """
+    import hashlib
+    img, lab, geom, *_ = request.getfixturevalue(which)
+    pin = PINNED[which]
+    assert phantoms.PHANTOM_VERSION == 2
+    assert hashlib.sha256(np.ascontiguousarray(img, "<i2").tobytes()).hexdigest() == pin["image"]
+    assert hashlib.sha256(np.ascontiguousarray(lab, "u1").tobytes()).hexdigest() == pin["label"]
+    im = phantoms._to_image(img, geom)
+    assert (im.GetSize(), im.GetSpacing(), im.GetOrigin()) == (pin["size"], pin["spacing"], pin["origin"])
+    assert im.GetDirection() == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
 @pytest.mark.parametrize("which", ["t1", "t2"])
 def test_labels_and_tumour_location(which, request):
     img, lab, geom, meta, _ = request.getfixturevalue(which)
