@@ -8,6 +8,8 @@ import pytest
 import SimpleITK as sitk
 
 from panther_ensemble import phantoms
+from panther_ensemble.io import Geometry
+from panther_ensemble.phantoms import datasets, geometry
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "test" / "README.md"
@@ -15,12 +17,12 @@ SAMPLES = ROOT / "test" / "README.md"
 
 @pytest.fixture(scope="module")
 def t1():
-    return phantoms._phantom_arrays(1, 7)
+    return phantoms.make_phantom(1, 7)
 
 
 @pytest.fixture(scope="module")
 def t2():
-    return phantoms._phantom_arrays(2, 7)
+    return phantoms.make_phantom(2, 7)
 
 
 def _same_geometry(a: sitk.Image, b: sitk.Image) -> bool:
@@ -30,12 +32,13 @@ def _same_geometry(a: sitk.Image, b: sitk.Image) -> bool:
 
 def test_deterministic_bit_for_bit(t1):
     img, lab = phantoms.generate_phantom(1, 7)  # second generation of the same seed in this process
-    assert np.array_equal(sitk.GetArrayViewFromImage(img), t1[0])
-    assert np.array_equal(sitk.GetArrayViewFromImage(lab), t1[1])
-    ref_img = phantoms._to_image(t1[0], t1[2])
+    assert np.array_equal(sitk.GetArrayViewFromImage(img), t1.image)
+    assert np.array_equal(sitk.GetArrayViewFromImage(lab), t1.label)
+    ref_img = phantoms.to_image(t1.image, t1.geometry)
     assert _same_geometry(img, ref_img) and _same_geometry(img, lab)
+    assert isinstance(t1.geometry, Geometry) and Geometry.of(img) == t1.geometry
     assert img.GetPixelID() == sitk.sitkInt16 and lab.GetPixelID() == sitk.sitkUInt8
-    assert phantoms.case_uuid(1, 7) == t1[4] == phantoms.case_uuid(1, 7) != phantoms.case_uuid(2, 7)
+    assert phantoms.case_uuid(1, 7) == phantoms.case_uuid(1, 7) != phantoms.case_uuid(2, 7)
 
 
 # sha256 of the image and label arrays (little-endian int16 / uint8 bytes, (z, y, x)) and the geometry
@@ -64,14 +67,14 @@ def test_phantom_version_is_pinned(which, request):
     assert phantoms.PHANTOM_VERSION == 2
     assert hashlib.sha256(np.ascontiguousarray(img, "<i2").tobytes()).hexdigest() == pin["image"]
     assert hashlib.sha256(np.ascontiguousarray(lab, "u1").tobytes()).hexdigest() == pin["label"]
-    im = phantoms._to_image(img, geom)
+    im = phantoms.to_image(img, geom)
     assert (im.GetSize(), im.GetSpacing(), im.GetOrigin()) == (pin["size"], pin["spacing"], pin["origin"])
     assert im.GetDirection() == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
 
 @pytest.mark.parametrize("which", ["t1", "t2"])
 def test_labels_and_tumour_location(which, request):
-    img, lab, geom, meta, _ = request.getfixturevalue(which)
+    img, lab, geom, meta = request.getfixturevalue(which)
     assert set(np.unique(lab).tolist()) == {0, 1, 2}
     assert img.dtype == np.int16 and img.min() >= 0
     tum, panc = lab == 1, lab == 2
@@ -101,26 +104,26 @@ def test_tumour_differs_from_pancreas_in_the_intended_direction(t1, t2):
 def test_geometry_ranges():
     for seed in range(40):
         rng = np.random.default_rng([1, seed])
-        g, _ = phantoms._random_geometry(1, rng)
-        nz, ny, nx = g.size_zyx
+        g, _ = geometry.random_geometry(1, rng)
+        nz, ny, nx = g.shape_zyx
         sz, sy, sx = g.spacing_zyx
         assert 3.0 <= sz <= 3.5 and 0.69 <= sx == sy <= 1.31
         assert 50 <= nz <= 88 and 150 <= ny <= 466 and 200 <= nx <= 570
         d = np.array(g.direction).reshape(3, 3)
         assert np.allclose(d @ d.T, np.eye(3), atol=1e-9)
         rng = np.random.default_rng([2, seed])
-        g, _ = phantoms._random_geometry(2, rng)
-        nz, ny, nx = g.size_zyx
+        g, _ = geometry.random_geometry(2, rng)
+        nz, ny, nx = g.shape_zyx
         sz, sy, sx = g.spacing_zyx
         assert 1.9 <= sz <= 2.1 and 0.89 <= sx == sy <= 1.0
         assert nz <= 200 and ny <= 400 and nx <= 400
-    dirs = [phantoms._random_geometry(1, np.random.default_rng([1, s]))[0].direction for s in range(40)]
+    dirs = [geometry.random_geometry(1, np.random.default_rng([1, s]))[0].direction for s in range(40)]
     n_identity = sum(np.allclose(d, np.eye(3).ravel()) for d in dirs)
     assert 20 <= n_identity <= 38  # about 1 in 4 has a rotation or flip
 
 
 def test_socket_layout(tmp_path, t2, monkeypatch):
-    monkeypatch.setattr(phantoms, "_phantom_arrays", lambda task, seed, *_: t2)  # layout only: reuse the fixture
+    monkeypatch.setattr(datasets, "make_phantom", lambda task, seed, *_: t2)  # layout only: reuse the fixture
     ipath, label = phantoms.write_socket_case(tmp_path / "in", 2, 7, ground_truth_dir=tmp_path / "gt")
     uid = phantoms.case_uuid(2, 7)
     assert ipath == tmp_path / "in" / "images" / "abdominal-t2-mri" / f"{uid}.mha"
@@ -135,8 +138,9 @@ def test_socket_layout(tmp_path, t2, monkeypatch):
 
 
 def test_nnunet_dataset_layout(tmp_path, t2, monkeypatch):
-    monkeypatch.setattr(phantoms, "generate_phantom",
-                        lambda task, seed, *_: (phantoms._to_image(t2[0], t2[2]), phantoms._to_image(t2[1], t2[2])))
+    monkeypatch.setattr(datasets, "generate_phantom",
+                        lambda task, seed, *_: (phantoms.to_image(t2.image, t2.geometry),
+                                                phantoms.to_image(t2.label, t2.geometry)))
     root = phantoms.write_nnunet_dataset(tmp_path, 2, [3], 999, "Tiny")
     meta = json.loads((root / "dataset.json").read_text())
     assert root.name == "Dataset999_Tiny"
@@ -147,8 +151,8 @@ def test_nnunet_dataset_layout(tmp_path, t2, monkeypatch):
 
 
 def test_parse_seeds():
-    assert phantoms._parse_seeds("0-3,7") == [0, 1, 2, 3, 7]
-    assert phantoms._fmt_seeds([3, 4, 5, 6]) == "3-6"
+    assert phantoms.parse_seeds("0-3,7") == [0, 1, 2, 3, 7]
+    assert phantoms.format_seeds([3, 4, 5, 6]) == "3-6"
 
 
 def _shipped_cases():
@@ -176,12 +180,12 @@ def test_shipped_samples_regenerate_bit_for_bit(task, seed, image, truth):
 def test_contrast_scale_changes_only_the_tumour(t2):
     """The easier pre-training variant: same anatomy and noise draws, stronger tumour contrast."""
     from scipy import ndimage
-    img, lab, geom, *_ = phantoms._phantom_arrays(2, 7, tumour_contrast_scale=2.0)
-    assert np.array_equal(lab, t2[1]) and geom == t2[2]
-    changed = img != t2[0]
+    img, lab, geom, _ = phantoms.make_phantom(2, 7, tumour_contrast_scale=2.0)
+    assert np.array_equal(lab, t2.label) and geom == t2.geometry
+    changed = img != t2.image
     assert changed.any()
     near = ndimage.distance_transform_edt(lab != 1, sampling=geom.spacing_zyx) <= 6.0
     assert not (changed & ~near).any()
     d_easy = np.median(img[lab == 1]) - np.median(img[(lab == 2) & near])
-    d_std = np.median(t2[0][lab == 1]) - np.median(t2[0][(lab == 2) & near])
+    d_std = np.median(t2.image[lab == 1]) - np.median(t2.image[(lab == 2) & near])
     assert d_easy > d_std > 0
