@@ -17,7 +17,7 @@ A phantom is a pure function of (task, seed) (`generate.make_phantom`):
 Command line: ``panther-ensemble phantom {socket,dataset,baseline,info} ...`` (panther_ensemble.cli.phantom).
 """
 
-from .baseline import threshold_baseline
+from .baseline import threshold_baselines
 from .datasets import (LABELS, SLUGS, case_uuid, format_seeds, parse_seeds, phantom_info, write_nnunet_dataset,
                        write_socket_case)
 from .generate import Phantom, generate_phantom, make_phantom, to_image
@@ -25,6 +25,6 @@ from .imaging import PHANTOM_VERSION
 
 __all__ = [
     "LABELS", "PHANTOM_VERSION", "SLUGS", "Phantom", "case_uuid", "format_seeds", "generate_phantom",
-    "make_phantom", "parse_seeds", "phantom_info", "threshold_baseline", "to_image", "write_nnunet_dataset",
+    "make_phantom", "parse_seeds", "phantom_info", "threshold_baselines", "to_image", "write_nnunet_dataset",
     "write_socket_case",
 ]
