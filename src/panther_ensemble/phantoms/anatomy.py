@@ -279,8 +279,8 @@ def tumour_shape(c: Canvas, centre: Centreline, gland: Gland) -> Tumour:
 def paint_pancreas(c: Canvas, centre: Centreline, gland: Gland, tumour: Tumour) -> np.ndarray:
     """Parenchyma, main duct and side-branch cysts; returns the parenchyma's base intensity (no texture).
 
-    Base: a gradient along the gland (+-8-18 % head to tail), segmental variation (+-8 %) and a smooth
-    field (4 %); texture on top.  Upstream of the tumour (towards the tail): half the time hypo-intense
+    Base: a gradient of 8-18 % (Task 2: 8-16 %) from head to tail, of either sign, segmental variation
+    (+-8 %) and a smooth field (4 %); a 1.3 mm texture of 4-7 % (Task 2: 5-8 %) on top.  Upstream of the tumour (towards the tail): half the time hypo-intense
     parenchyma (Task 1) or slightly brighter (Task 2), and a duct dilated to 2.5-4.5 mm radius in 80 %
     of cases.  0-3 fluid cysts away from the tumour.
     """
