@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--task", type=int, choices=(1, 2), required=True, help="1 (T1 arterial) or 2 (T2 MR-Linac)")
     p.add_argument("--train-seeds", default="0-59", help=f"phantoms the threshold is fitted on ({SEEDS_HELP}; "
                                                          "default 0-59)")
-    p.add_argument("--test-seeds", default="1000-1011", help="held-out phantoms it is scored on (default 1000-1011)")
+    p.add_argument("--test-seeds", default="1100-1119", help="held-out phantoms it is scored on (default 1100-1119)")
     p.add_argument("--dataset-dir", default=None, metavar="DIR",
                    help="an nnU-Net raw dataset of this task written by `phantom dataset`: training phantoms are "
                         "read from it instead of regenerated (faster)")
