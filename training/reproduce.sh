@@ -99,8 +99,7 @@ plan_one() {  # plan_one K "name sz sy sx patch" [--no-splits]
   local ready="$nnUNet_preprocessed/${DS[$k]}/.ready_$pname"
   if [ -f "$ready" ]; then stamp "${DS[$k]} $pname: already preprocessed"; return; fi
   stamp "preprocessing ${DS[$k]} with $pname ($sz x $sy x $sx mm, patch $patch)"
-  # shellcheck disable=SC2086
-  "$PY" "$HERE/make_plans.py" "$id" "$sz" "$sy" "$sx" --patch "$patch" --plans-name "$pname" $extra
+  "$PY" "$HERE/make_plans.py" "$id" "$sz" "$sy" "$sx" --patch "$patch" --plans-name "$pname" ${extra:+"$extra"}
   "$NNUNET_BIN/nnUNetv2_preprocess" -d "$id" -plans_name "$pname" -c 3d_fullres -np 2 > "$LOGS/preprocess_${id}_$pname.log" 2>&1
   touch "$ready"
 }
