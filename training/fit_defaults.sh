@@ -16,8 +16,9 @@ PY=${PY:-/work/venv/bin/python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 for id in 901 902; do
-    ds=$(ls -d "$DATA"/nnUNet_results/Dataset${id}_* 2>/dev/null | head -n 1 || true)
-    if [ -z "$ds" ]; then
+    found=("$DATA"/nnUNet_results/Dataset"$id"_*)  # sorted; the pattern itself when nothing matches
+    ds=${found[0]}
+    if [ ! -d "$ds" ]; then
         echo "Dataset$id: no nnU-Net results under $DATA/nnUNet_results yet, skipped"
         continue
     fi
