@@ -4,6 +4,8 @@
 # nnunetv2 2.8.1, which excludes 2.9.x, and its CUDA 12.8 build includes the T4's sm_75 kernels).
 # Tests build this same file on a CPU base image: --build-arg BASE_IMAGE=localhost/panther-cpu-base:...
 ARG BASE_IMAGE=pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime
+# The platform runs linux/amd64 only: built anywhere (an arm64 laptop too), the image must be amd64.
+# hadolint ignore=DL3029  # --platform is on purpose (see the line above); export.sh checks the result
 FROM --platform=linux/amd64 ${BASE_IMAGE}
 
 # Only for package installs at build time, where a proxy or a local wheel folder needs them; never baked in.
@@ -23,7 +25,9 @@ ENV PYTHONUNBUFFERED=1 \
     nnUNet_preprocessed=/tmp/nnUNet_preprocessed \
     nnUNet_results=/tmp/nnUNet_results
 
-RUN groupadd --system user && useradd --system --no-log-init --gid user --create-home --home-dir /home/user user
+# A fixed numeric id, used by USER below: a runtime can then verify "non-root" without reading /etc/passwd.
+RUN groupadd --system --gid 1001 user \
+    && useradd --system --no-log-init --uid 1001 --gid user --create-home --home-dir /home/user user
 
 WORKDIR /opt/app
 
@@ -45,6 +49,6 @@ COPY inference.py /opt/app/
 COPY resources /opt/app/resources
 COPY model_weights /opt/app/model_weights
 
-USER user
+USER 1001:1001
 
 ENTRYPOINT ["python", "inference.py"]

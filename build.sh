@@ -2,7 +2,7 @@
 # Build the algorithm image.   ./build.sh [TAG]        (default tag: panther-ensemble:latest)
 #
 # Uses docker when a docker engine answers, podman otherwise (with the runc runtime, see
-# docs/CONTAINER.md). Environment:
+# docs/CONTAINER.md; scripts/engine.sh says what to install when neither is there). Environment:
 #   BASE_IMAGE   base image (default: the Dockerfile's pytorch/pytorch CUDA runtime tag)
 #   PIP_CERT, PIP_FIND_LINKS   passed to pip during the build when set (or found in pip's config),
 #                their folders mounted read-only; never baked into the image
@@ -10,11 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 TAG="${1:-panther-ensemble:latest}"
 
-if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
-  ENGINE=(docker)
-else
-  ENGINE=(podman --runtime runc)
-fi
+source scripts/engine.sh  # ENGINE: docker where an engine answers, else podman
 args=(--platform linux/amd64 --network host -t "$TAG")
 [ -n "${BASE_IMAGE:-}" ] && args+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
 source scripts/pip_build_args.sh

@@ -11,11 +11,17 @@ cd "$(dirname "$0")"
 TAG="${1:-panther-ensemble:latest}"
 WEIGHTS="${2:-model_weights}"
 OUT="${EXPORT_DIR:-.}"   # where the two tarballs go
-if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then ENGINE=(docker); else ENGINE=(podman --runtime runc); fi
+source scripts/engine.sh  # ENGINE: docker where an engine answers, else podman; exits naming what to install
 PYTHON="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
 fail() { echo "export.sh: $*" >&2; exit 1; }
 
-arch="$("${ENGINE[@]}" image inspect --format '{{.Architecture}}' "$TAG")" || fail "no image $TAG (run ./build.sh first)"
+if ! "${ENGINE[@]}" image inspect "$TAG" >/dev/null 2>&1; then
+  fail "no image $TAG in ${ENGINE[0]}'s storage: build it first with
+  ./build.sh $TAG
+or, where the CUDA base image cannot be pulled (no registry access), on the CPU stand-in base:
+  BASE_IMAGE=\$(test/cpu-base/build.sh) ./build.sh $TAG"
+fi
+arch="$("${ENGINE[@]}" image inspect --format '{{.Architecture}}' "$TAG")"
 user="$("${ENGINE[@]}" image inspect --format '{{.Config.User}}' "$TAG")"
 [ "$arch" = amd64 ] || fail "image $TAG is $arch, the platform needs amd64"
 case "$user" in ""|root|0|0:*|root:*) fail "image $TAG runs as root (user '$user'); the platform rejects it";; esac

@@ -11,8 +11,12 @@ passes, peak GPU memory; the same with the process capped at 15 GB of GPU memory
 headroom); nnU-Net's CLI path (nnUNetv2_predict_from_modelfolder --save_probabilities per member +
 nnUNetv2_ensemble) on the same GPU; voxel agreement of the two.
 
---dry (with --device cpu): the same steps with networks scaled down (features / 8, patch / 4, 3 mm spacing,
-2 folds), so the script itself is tested on a machine without a GPU.
+--dry (with --device cpu): the same steps with networks scaled down (features / 8, patch / 4, 6 mm spacing,
+2 folds) on a smaller phantom (the same body at a third of the resolution), so the script itself is tested
+on a machine without a GPU (tests/test_gpu_check.py).
+
+Input: --image, else the carried .gpu-carry/task1_case.nii.gz (bench/prepare_gpu_carry.sh), else the phantom
+is made here in the work folder (needs the real SimpleITK, as on any machine set up from requirements.txt).
 
 Images are read with nnU-Net's NibabelIO in both paths: the lent GPU machine has no SimpleITK and its wheel
 is too large to carry (bench/gpu/shim provides an import-only stand-in, see bench/gpu_check.sh).
@@ -38,6 +42,9 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
 CAP_BYTES = 15 * 10**9
+CARRIED_CASE = REPO / ".gpu-carry" / "task1_case.nii.gz"
+CASE_SEED, CASE_SHAPE, CASE_SPACING = 3001, (72, 258, 318), (3.0, 1.19, 1.19)  # a Task 1 sized phantom
+DRY_SHAPE, DRY_SPACING = (24, 86, 106), (9.0, 3.57, 3.57)  # the same extent, a third of the voxels per axis
 
 
 def log(msg: str) -> None:
@@ -61,7 +68,7 @@ def make_members(root: Path, plans_file: Path, dry: bool, device: torch.device) 
             arch[key] = arch[key][:4]
         arch["n_conv_per_stage_decoder"] = arch["n_conv_per_stage_decoder"][:3]
         cfg["patch_size"] = [p // 4 for p in cfg["patch_size"]]
-        cfg["spacing"] = [3.0, 3.0, 3.0]
+        cfg["spacing"] = [6.0, 6.0, 6.0]  # 36 x 51 x 63 voxels: two tiles per network
         folds = (0, 1)
     dataset_json = mf.make_dataset_json()
     dataset_json["file_ending"] = ".nii.gz"
@@ -83,6 +90,25 @@ def make_members(root: Path, plans_file: Path, dry: bool, device: torch.device) 
             del net
         members.append({"name": name, "folder": str(folder), "folds": list(folds)})
     return members
+
+
+def make_case(path: Path, dry: bool = False) -> Path:
+    """The input phantom as NIfTI (nnU-Net's NibabelIO reads it in both paths): Task 1 sized, or small for --dry."""
+    import SimpleITK as sitk
+
+    from scenarios import make_image
+
+    try:
+        sitk.Image
+    except ImportError as exc:  # the GPU machine's import shim
+        raise SystemExit(f"no input image and no SimpleITK to make one ({exc}): run bench/prepare_gpu_carry.sh "
+                         "where SimpleITK is installed and carry .gpu-carry/, or pass --image") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if dry:
+        make_image(1, CASE_SEED, DRY_SHAPE, DRY_SPACING, path)
+    else:
+        make_image(1, CASE_SEED, CASE_SHAPE, CASE_SPACING, path)
+    return path
 
 
 def read_nifti(path: Path):
@@ -184,13 +210,21 @@ def main() -> int:
     p.add_argument("--work", type=Path, default=Path("/tmp/panther-gpu-check"))
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--dry", action="store_true", help="scaled-down networks (for testing the script on a CPU)")
-    p.add_argument("--image", type=Path, default=REPO / ".gpu-carry" / "task1_case.nii.gz")
+    p.add_argument("--image", type=Path, default=None,
+                   help="input image (NIfTI); default: the carried .gpu-carry/task1_case.nii.gz (not with --dry), "
+                        "else a phantom made in --work")
     p.add_argument("--skip", default="", help="comma list of steps to skip: cap,cli")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(a.work, ignore_errors=True)
     a.work.mkdir(parents=True)
     device = torch.device(a.device)
+    if a.image is None:
+        if CARRIED_CASE.exists() and not a.dry:
+            a.image = CARRIED_CASE
+        else:
+            a.image = make_case(a.work / "input" / ("dry_case.nii.gz" if a.dry else "task1_case.nii.gz"), a.dry)
+            log(f"input phantom made: {a.image}")
     skip = set(filter(None, a.skip.split(",")))
     results: dict = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
                      "torch": torch.__version__, "dry": a.dry, "image": a.image.name}

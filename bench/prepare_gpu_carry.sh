@@ -18,12 +18,8 @@ done
 "$PY" - <<'PY'
 import sys
 from pathlib import Path
-import SimpleITK as sitk
 sys.path.insert(0, "bench")
-from scenarios import make_image
-tmp = Path(".gpu-carry/task1_case.mha")
-make_image(1, 3001, (72, 258, 318), (3.0, 1.19, 1.19), tmp)
-sitk.WriteImage(sitk.ReadImage(str(tmp)), ".gpu-carry/task1_case.nii.gz")
-tmp.unlink()
+from gpu_check import make_case
+make_case(Path(".gpu-carry/task1_case.nii.gz"))
 PY
 du -sh .gpu-carry/wheels .gpu-carry/task1_case.nii.gz

@@ -1,9 +1,11 @@
+# shellcheck shell=bash
 # Sourced by the build scripts: pass the machine's pip proxy certificate and local wheel folder (when pip
 # is configured with them) into `podman/docker build` as build args, with their folders mounted read-only.
 # Nothing of this is baked into an image.
 PIP_BUILD_ARGS=()
 _pip_value() {  # environment first, then pip's own configuration
-  local env_name="$1" key="$2" value="${!1:-}"
+  local env_name="$1" key="$2"
+  local value="${!env_name:-}"
   if [ -z "$value" ] && command -v pip3 >/dev/null 2>&1; then
     value="$(pip3 config list 2>/dev/null | sed -n "s/^[a-z:.]*${key}='\(.*\)'$/\1/p" | head -n 1)"
   fi

@@ -12,11 +12,7 @@ if [ "${1:-}" = "--no-build" ]; then BUILD=0; shift; fi
 TAG="${1:-panther-ensemble:test}"
 PYTHON="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
 
-if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
-  ENGINE=(docker)
-else
-  ENGINE=(podman --runtime runc)
-fi
+source scripts/engine.sh  # ENGINE: docker where an engine answers, else podman
 [ "$BUILD" = 1 ] && ./build.sh "$TAG"
 
 GPU=()
@@ -60,4 +56,8 @@ if run_case "$bad" "$WORK/bad-output" > "$WORK/bad.log" 2>&1 || [ -n "$(find "$W
 else
   echo "bad input: exit non-zero, no output; $(grep '^error:' "$WORK/bad.log")"
 fi
-[ "$failed" = 0 ] && echo "test/run.sh: all cases passed" || { echo "test/run.sh: FAILED"; exit 1; }
+if [ "$failed" != 0 ]; then
+  echo "test/run.sh: FAILED"
+  exit 1
+fi
+echo "test/run.sh: all cases passed"

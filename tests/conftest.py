@@ -1,4 +1,5 @@
-"""Shared fixtures: real nnU-Net model folders and SimpleITK images, made once per test session."""
+"""Shared fixtures: real nnU-Net model folders and SimpleITK images, made once per test session; the suite's
+hooks and the container fixture come from suite_plugin.py."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 import modelfactory as mf  # noqa: E402
+# the suite's markers (cuda and benchmark skipped with a reason) and the container tests' session fixture
+from suite_plugin import container_env, pytest_addoption, pytest_collection_modifyitems  # noqa: E402,F401
 
 REPO = Path(__file__).resolve().parents[1]
+pytest_plugins = ["pytester"]  # test_suite_plugin.py runs pytest on tiny test files
 
 
 @pytest.fixture(autouse=True)

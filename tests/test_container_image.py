@@ -1,4 +1,7 @@
-"""The real Dockerfile, built and run the way grand-challenge runs it (test/run.sh), and exported."""
+"""The real Dockerfile, built and run the way grand-challenge runs it (test/run.sh), and exported.
+
+The engine and base image come from the session fixture container_env (tests/suite_plugin.py): it installs
+podman as root with apt-get, saying so, or skips these tests naming what is missing and how to get it."""
 
 from __future__ import annotations
 
@@ -14,17 +17,8 @@ from conftest import REPO
 pytestmark = pytest.mark.container
 
 
-@pytest.fixture(scope="module")
-def base_image() -> str:
-    if os.environ.get("BASE_IMAGE"):
-        return os.environ["BASE_IMAGE"]
-    proc = subprocess.run([REPO / "test" / "cpu-base" / "build.sh"], capture_output=True, text=True, timeout=1800)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout.strip().splitlines()[-1]
-
-
-def test_image_builds_and_runs_sample_cases_like_the_platform(base_image):
-    env = {**os.environ, "BASE_IMAGE": base_image, "PYTHON": sys.executable}
+def test_image_builds_and_runs_sample_cases_like_the_platform(container_env):
+    env = {**os.environ, **container_env.env, "PYTHON": sys.executable}
     proc = subprocess.run([REPO / "test" / "run.sh", "panther-ensemble:test"], capture_output=True, text=True,
                           env=env, timeout=3600)
     print(proc.stdout[-6000:])
@@ -35,9 +29,9 @@ def test_image_builds_and_runs_sample_cases_like_the_platform(base_image):
     assert "all cases passed" in proc.stdout
 
 
-def test_export_packs_image_and_weights(tmp_path):
+def test_export_packs_image_and_weights(container_env, tmp_path):
     # runs after the build above (same module); export.sh refuses images that are not amd64 or run as root
-    env = {**os.environ, "PYTHON": sys.executable, "EXPORT_DIR": str(tmp_path)}
+    env = {**os.environ, **container_env.env, "PYTHON": sys.executable, "EXPORT_DIR": str(tmp_path)}
     proc = subprocess.run([REPO / "export.sh", "panther-ensemble:test"], capture_output=True, text=True, env=env,
                           timeout=1800)
     assert proc.returncode == 0, proc.stdout + proc.stderr

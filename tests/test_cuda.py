@@ -1,4 +1,4 @@
-"""CUDA paths of the engine, run on a GPU machine only (`pytest -m cuda`; deselected by default).
+"""CUDA paths of the engine, run on a GPU machine only (`pytest -m cuda`; skipped with a reason elsewhere).
 
 Their logic is covered on the CPU elsewhere (fallback placements in test_runtime.py, batched mirrors and
 accumulation dtypes in test_sliding_window.py); here the same functions meet a real GPU: float16 autocast,

@@ -5,7 +5,8 @@ Synthetic out-of-fold maps with known errors: the tumour is a ball inside an ell
 from the pancreas, "weak" exactly but with a hesitant pancreas (p about 0.4). So the right answers are known:
 mixing over and under beats both, and post-processing is what makes "fp" good.
 
-The benchmark at the end (50 or 100 Task 1-sized cases) is deselected by default: `pytest -m benchmark tests/test_fit.py`.
+The benchmark at the end (50 or 100 Task 1-sized cases) is skipped by default:
+`pytest -m benchmark --run-benchmarks tests/test_fit.py`.
 """
 
 from __future__ import annotations
@@ -499,7 +500,7 @@ def test_fitted_spec_keeps_members_with_weight_drops_zero_and_loads(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# benchmark (deselected by default): pytest -m benchmark tests/test_fit.py [PANTHER_FIT_BENCH_CASES=50]
+# benchmark (skipped by default): pytest -m benchmark --run-benchmarks tests/test_fit.py [PANTHER_FIT_BENCH_CASES=50]
 # [PANTHER_FIT_BENCH_MEMBERS=3]
 # ----------------------------------------------------------------------------------------------------------
 TASK1_SHAPE = (72, 258, 318)

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Environment for training the phantom specialists on a small CPU machine (source it).
 export PANTHER_DATA=${PANTHER_DATA:-/work/data}
 export nnUNet_raw=$PANTHER_DATA/nnUNet_raw
@@ -7,7 +8,8 @@ export nnUNet_n_proc_DA=${nnUNet_n_proc_DA:-2}
 export nnUNet_def_n_proc=${nnUNet_def_n_proc:-2}
 export nnUNet_compile=f
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-export PYTHONPATH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)${PYTHONPATH:+:$PYTHONPATH}
+PYTHONPATH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONPATH
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export PY=${PY:-$REPO_DIR/.venv/bin/python}
 export NNUNET_BIN=${NNUNET_BIN:-$REPO_DIR/.venv/bin}
