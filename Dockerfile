@@ -23,7 +23,8 @@ ENV PYTHONUNBUFFERED=1 \
     MPLCONFIGDIR=/tmp/matplotlib \
     nnUNet_raw=/tmp/nnUNet_raw \
     nnUNet_preprocessed=/tmp/nnUNet_preprocessed \
-    nnUNet_results=/tmp/nnUNet_results
+    nnUNet_results=/tmp/nnUNet_results \
+    PANTHER_APP_ROOT=/opt/app
 
 # A fixed numeric id, used by USER below: a runtime can then verify "non-root" without reading /etc/passwd.
 RUN groupadd --system --gid 1001 user \
