@@ -6,7 +6,8 @@
 #             Dataset901 Task 1 and Dataset902 Task 2 (seeds 0-59)
 #   plan      nnU-Net's planner, then our two CPU-sized plans per task (A: nnUNetPlansPhantom, B: nnUNetPlansPhantomIso)
 #             and preprocessing with each
-#   pretrain  one network on both looks (Dataset903, fold all): every specialist starts from it
+#   pretrain  one network on both looks (Dataset903, fold all), in two stages: anatomy (nnU-Net's loss), then
+#             tumour focus (tumour cross-entropy weight 4, more foreground patches); every specialist starts from it
 #   train     per task: default (plans A), DA5 (plans A), iso (default augmentation, plans B); folds 0 and 1
 #   oof       out-of-fold probability maps of every member (fold k's model on fold k's validation cases,
 #             with our engine, as the shipped ensemble runs it)
@@ -28,7 +29,8 @@ source "$HERE/env.sh"
 mkdir -p "$nnUNet_raw" "$nnUNet_preprocessed" "$nnUNet_results" "$PANTHER_DATA/logs"
 LOGS=$PANTHER_DATA/logs
 PE="$NNUNET_BIN/panther-ensemble"
-P_EPOCHS=${P_EPOCHS:-60}    # x 50 iterations: pre-training on both looks
+P_EPOCHS=${P_EPOCHS:-60}    # x 50 iterations: pre-training stage 1 (anatomy), both looks
+P2_EPOCHS=${P2_EPOCHS:-24}  # x 50 iterations: pre-training stage 2 (tumour focus), from stage 1
 T_EPOCHS=${T_EPOCHS:-16}    # x 50 iterations: each specialist fold, from the pre-trained network
 T_LR=${T_LR:-0.005}
 HELDOUT_SEEDS=${HELDOUT_SEEDS:-1100-1119}
@@ -46,7 +48,8 @@ declare -A PLAN_A=([0]="nnUNetPlansPhantom 2.5 2.0 2.0 24,80,80" [1]="nnUNetPlan
                    [2]="nnUNetPlansPhantom 2.0 2.0 2.0 24,80,80")
 declare -A PLAN_B=([1]="nnUNetPlansPhantomIso 2.5 2.5 2.5 32,64,64" [2]="nnUNetPlansPhantomIso 2.5 2.5 2.5 32,64,64")
 model_dir() { echo "$nnUNet_results/${DS[$1]}/${TRAINER[$2]}__${PLANS[$2]}__3d_fullres"; }
-PRE=$nnUNet_results/${DS[0]}/nnUNetTrainerPhantom__nnUNetPlansPhantom__3d_fullres/fold_all/checkpoint_final.pth
+PRE1=$nnUNet_results/${DS[0]}/nnUNetTrainerPhantom__nnUNetPlansPhantom__3d_fullres/fold_all/checkpoint_final.pth
+PRE=$nnUNet_results/${DS[0]}/nnUNetTrainerPhantomTumourFocus__nnUNetPlansPhantom__3d_fullres/fold_all/checkpoint_final.pth
 
 timed() {  # timed STEP: run step_STEP and record its wall time
   local t0; t0=$(date +%s)
@@ -119,9 +122,12 @@ step_plan() {
 }
 
 step_pretrain() {
-  stamp "pre-training on ${DS[0]} (both looks, fold all)"
+  stamp "pre-training stage 1 on ${DS[0]} (both looks, fold all)"
   "$PY" "$HERE/train_specialist.py" --dataset 903 --trainer nnUNetTrainerPhantom --fold all --epochs "$P_EPOCHS" \
     --skip-validation >> "$LOGS/pretrain_903.log" 2>&1
+  stamp "pre-training stage 2 (tumour focus) on ${DS[0]}"
+  "$PY" "$HERE/train_specialist.py" --dataset 903 --trainer nnUNetTrainerPhantomTumourFocus --fold all \
+    --epochs "$P2_EPOCHS" --pretrained "$PRE1" --skip-validation >> "$LOGS/pretrain2_903.log" 2>&1
 }
 
 step_train() {

@@ -19,7 +19,8 @@ import torch
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", required=True, help="dataset id or name")
-    ap.add_argument("--trainer", required=True, choices=["nnUNetTrainerPhantom", "nnUNetTrainerPhantomDA5"])
+    ap.add_argument("--trainer", required=True, choices=["nnUNetTrainerPhantom", "nnUNetTrainerPhantomDA5",
+                                                           "nnUNetTrainerPhantomTumourFocus"])
     ap.add_argument("--fold", type=lambda v: v if v == "all" else int(v), required=True,
                     help="0, 1 (splits_final.json) or all (train on every case; no out-of-fold validation)")
     ap.add_argument("--plans", default="nnUNetPlansPhantom")
@@ -28,6 +29,10 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=None, help="iterations per epoch")
     ap.add_argument("--val-iters", type=int, default=None)
     ap.add_argument("--lr", type=float, default=None, help="initial learning rate")
+    ap.add_argument("--tumour-ce-weight", type=float, default=None,
+                    help="cross-entropy weight of the tumour class (default: the trainer's; 1 = nnU-Net's loss)")
+    ap.add_argument("--oversample", type=float, default=None,
+                    help="fraction of each batch centred on foreground (the trainers' default: 0.5)")
     ap.add_argument("--pretrained", default=None, help="checkpoint whose weights initialise the network")
     ap.add_argument("--skip-validation", action="store_true",
                     help="no nnU-Net validation after training (the out-of-fold maps are then made by our engine: "
@@ -62,8 +67,13 @@ def main() -> None:
         tr.num_val_iterations_per_epoch = a.val_iters
     if a.lr is not None:
         tr.initial_lr = a.lr
+    if a.tumour_ce_weight is not None:
+        tr.tumour_ce_weight = a.tumour_ce_weight
+    if a.oversample is not None:
+        tr.oversample_foreground_percent = a.oversample
     tr.print_to_log_file(f"phantom schedule: {tr.num_epochs} epochs x {tr.num_iterations_per_epoch} iterations, "
-                         f"lr {tr.initial_lr}, pretrained {a.pretrained}")
+                         f"lr {tr.initial_lr}, tumour CE weight {tr.tumour_ce_weight}, foreground oversampling "
+                         f"{tr.oversample_foreground_percent}, pretrained {a.pretrained}")
     final = join(tr.output_folder, "checkpoint_final.pth")
     latest = join(tr.output_folder, "checkpoint_latest.pth")
     if os.path.isfile(final) and os.path.isfile(join(tr.output_folder, "phantom_timing.json")):
@@ -106,7 +116,8 @@ def main() -> None:
         t_val = time.time() - t1
     else:
         t_val = 0.0
-    timing = {"train_s": round(t_train, 1), "resumed": resumed, "validation_s": round(t_val, 1), "epochs": tr.num_epochs,
+    timing = {"train_s": round(t_train, 1), "resumed": resumed, "tumour_ce_weight": tr.tumour_ce_weight,
+              "oversample_foreground_percent": tr.oversample_foreground_percent, "validation_s": round(t_val, 1), "epochs": tr.num_epochs,
               "iterations_per_epoch": tr.num_iterations_per_epoch, "lr": tr.initial_lr,
               "pretrained": a.pretrained, "mirrored_validation": bool(a.mirror_validation),
               "validation_tile_step": a.val_step}

@@ -15,6 +15,24 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerDA5 import nnUNetTrainerDA5
 
 
+class _TumourWeightedLoss:
+    """Cross-entropy weight of the tumour class (1.0 = nnU-Net's loss unchanged). The tumour is a small class
+    next to a larger one (the pancreas) that it resembles; with weight 1 a small network labels it pancreas for
+    thousands of iterations. Set `tumour_ce_weight` before `initialize()` (train_specialist.py --tumour-ce-weight)."""
+
+    tumour_ce_weight = 1.0
+
+    def _build_loss(self):
+        loss = super()._build_loss()
+        if self.tumour_ce_weight != 1.0:
+            inner = getattr(loss, "loss", loss)  # nnU-Net's deep-supervision wrapper keeps the loss in .loss
+            labels = self.label_manager.all_labels
+            weight = torch.ones(len(labels))
+            weight[labels.index(self.dataset_json["labels"]["tumor"])] = float(self.tumour_ce_weight)
+            inner.ce.weight = weight.to(self.device)
+        return loss
+
+
 def _short_schedule(trainer) -> None:
     trainer.num_iterations_per_epoch = 50
     trainer.num_val_iterations_per_epoch = 8
@@ -25,7 +43,7 @@ def _short_schedule(trainer) -> None:
     trainer.oversample_foreground_percent = 0.5
 
 
-class nnUNetTrainerPhantom(nnUNetTrainer):
+class nnUNetTrainerPhantom(_TumourWeightedLoss, nnUNetTrainer):
     """Default nnU-Net augmentation, short schedule for a 2-core CPU."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -34,10 +52,23 @@ class nnUNetTrainerPhantom(nnUNetTrainer):
         _short_schedule(self)
 
 
-class nnUNetTrainerPhantomDA5(nnUNetTrainerDA5):
+class nnUNetTrainerPhantomDA5(_TumourWeightedLoss, nnUNetTrainerDA5):
     """nnU-Net's aggressive DA5 augmentation, same short schedule."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cpu")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         _short_schedule(self)
+
+
+class nnUNetTrainerPhantomTumourFocus(nnUNetTrainerPhantom):
+    """Second pre-training stage: default augmentation, tumour cross-entropy weight 4, two thirds of each batch
+    centred on foreground. The first stage (nnUNetTrainerPhantom, stock loss) learns the anatomy of both looks
+    (pancreas pseudo Dice 0.6) but labels the tumour pancreas; this stage starts from its weights."""
+
+    tumour_ce_weight = 4.0
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cpu")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.oversample_foreground_percent = 0.66
