@@ -38,8 +38,9 @@ LOGS=$PANTHER_DATA/logs
 PE="$NNUNET_BIN/panther-ensemble"
 P_EPOCHS=${P_EPOCHS:-60}    # x 50 iterations: pre-training stage 1 (anatomy), both looks
 P2_EPOCHS=${P2_EPOCHS:-24}  # x 50 iterations: pre-training stage 2 (tumour focus), from stage 1
-T_EPOCHS=${T_EPOCHS:-16}    # x 50 iterations: each specialist fold, from the pre-trained network
+T_EPOCHS=${T_EPOCHS:-12}    # x 50 iterations: each specialist fold, from the pre-trained network
 T_LR=${T_LR:-0.005}
+T_TUMOUR_W=${T_TUMOUR_W:-4}  # tumour cross-entropy weight of the specialists (as in pre-training stage 2)
 HELDOUT_SEEDS=${HELDOUT_SEEDS:-1100-1119}
 ALL="data plan pretrain train oof export fit heldout baseline samples"
 STEPS=${*:-$ALL}
@@ -144,7 +145,7 @@ step_train() {
       for f in 0 1; do  # the two folds side by side: on 2 cores this beats one run at a time
         stamp "Task $t $m fold $f"
         "$PY" "$HERE/train_specialist.py" --dataset "90$t" --trainer "${TRAINER[$m]}" --plans "${PLANS[$m]}" --fold "$f" \
-          --epochs "$T_EPOCHS" --lr "$T_LR" --pretrained "$PRE" --skip-validation \
+          --epochs "$T_EPOCHS" --lr "$T_LR" --tumour-ce-weight "$T_TUMOUR_W" --pretrained "$PRE" --skip-validation \
           >> "$LOGS/train_t${t}_${m}_f$f.log" 2>&1 &
       done
       wait
