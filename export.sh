@@ -42,7 +42,7 @@ import sys
 from pathlib import Path
 sys.path.insert(0, "src")
 from panther_ensemble.errors import InputError
-from panther_ensemble.members import check_member_files
+from panther_ensemble.inference.members import check_member_files
 from panther_ensemble.spec import load_spec
 root = Path(sys.argv[1])
 for spec_file in sys.argv[2:]:
