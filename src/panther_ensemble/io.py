@@ -142,7 +142,7 @@ def read_image(path: Path | str) -> tuple[np.ndarray, Geometry]:
                                              f"({one_line(str(exc), 120)})") from None
     if not np.isfinite(array).all():
         bad = int(np.count_nonzero(~np.isfinite(array)))
-        raise InputError(path, f"{bad} voxels are NaN or infinite")
+        raise InputError(path, f"{bad} voxel{' is' if bad == 1 else 's are'} NaN or infinite")
     return array, geometry
 
 
@@ -155,7 +155,10 @@ def _read_itk(path: Path, intensity: bool) -> sitk.Image:
     reader.SetFileName(str(path))
     _, failure, itk_text = _itk_call(reader.ReadImageInformation)
     if failure is not None:
-        raise InputError(path, f"cannot read image ({_itk_reason(failure)})")
+        reason = _itk_reason(failure)
+        if "Unable to determine ImageIO reader" in reason:
+            reason = "not an image file of a known format: .mha, .mhd, .nii.gz, .nii, .nrrd, ..."
+        raise InputError(path, f"cannot read image ({reason})")
     _log_itk_output(path, itk_text)
     components, dimension, size = reader.GetNumberOfComponents(), reader.GetDimension(), tuple(reader.GetSize())
     if components != 1:
@@ -267,7 +270,8 @@ def _stored_data_problem(path: Path) -> str | None:
         return found
     if expected is None or found is None or found >= expected:
         return None
-    return f"truncated or corrupt image data (expected {expected} bytes, found {found})"
+    what = str(expected) if isinstance(expected, _CompressedBytes) else f"{expected} bytes"
+    return f"truncated or corrupt image data (expected {what}, found {found})"
 
 
 def _meta_header(path: Path) -> tuple[dict[str, str], int]:
@@ -309,7 +313,7 @@ def _meta_data_sizes(path: Path) -> tuple[int | None, int | str | None]:
     if fields.get("CompressedData", "False").lower() == "true":
         declared = fields.get("CompressedDataSize")
         if declared:
-            return int(declared), found
+            return _CompressedBytes(declared), found
         # other writers leave the size out; ITK then reads a cut stream with random voxels at the end, and only
         # sometimes says 'Uncompress failed': count what the stream holds (a decompression, in bounded pieces)
         expected = _meta_voxel_bytes(fields)
@@ -319,6 +323,13 @@ def _meta_data_sizes(path: Path) -> tuple[int | None, int | str | None]:
             f.seek(offset)
             return expected, _inflated_size(f, expected, gzip=False)
     return _meta_voxel_bytes(fields), found
+
+
+class _CompressedBytes(int):
+    """A byte count of compressed data: says so in messages."""
+
+    def __str__(self) -> str:
+        return f"{int(self)} bytes of compressed data"
 
 
 def _product(values) -> int:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
-from ..errors import InputError
+from ..errors import InputError, one_line
 from ..spec import EnsembleSpec, MemberSpec
 from .plans import ConfigurationPlan, PlansError, PreprocessPlan, read_configuration
 
@@ -280,8 +280,10 @@ def load_member(member: MemberSpec, folder: ModelFolder, device: torch.device) -
         try:
             network.load_state_dict(ckpt.network_weights, strict=True)
         except RuntimeError as exc:
-            first = str(exc).splitlines()[0]
-            raise InputError(ckpt.path, f"weights do not fit the network in plans.json ({first})") from None
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            first = next((ln for ln in lines[1:]), lines[0] if lines else "")  # line 0: 'Error(s) in loading ...'
+            raise InputError(ckpt.path, f"weights do not fit the network in plans.json ({one_line(first, 240)})") \
+                from None
         network.eval()
         for p in network.parameters():
             p.requires_grad_(False)
