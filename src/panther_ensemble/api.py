@@ -117,11 +117,13 @@ class Ensemble:
         self._engine.load()
         return {m.name: m.preprocess_plan for m in self._engine.members if m.spec.weight > 0}
 
-    def segment(self, image, *, probabilities: bool = False, on_member: MemberCallback | None = None) -> Segmentation:
+    def segment(self, image, *, probabilities: bool = False, on_member: MemberCallback | None = None,
+                name: str | Path | None = None) -> Segmentation:
         """Segment one image: a file path, a SimpleITK image, or an (array (z, y, x), Geometry) pair.
 
         probabilities: keep the ensemble's probability map (labels, z, y, x) in the result.
         on_member: called with each member's probability map on the image grid as it is computed.
+        name: what error messages call the image (default: its path, else "<image>").
 
         Before any network runs, every member's network grid is checked (`preflight.check_grids`: an
         InputError for a spacing that gives an empty or a huge grid). Running out of memory, after the
@@ -133,13 +135,13 @@ class Ensemble:
 
         started = time.perf_counter()
         array, geometry = _as_array(image)
-        where = image if isinstance(image, (str, Path)) else "<image>"
+        where = name if name is not None else image if isinstance(image, (str, Path)) else "<image>"
         with memory_errors_as(f"loading the networks on {self.device}"):
             self._engine.load()
         check_grids(self, geometry, array, where)
         shape = " x ".join(str(s) for s in geometry.size_xyz)
-        with memory_errors_as(f"segmenting {Path(where).name if where != '<image>' else 'the image'} "
-                              f"({shape} voxels, on {self.device})"):
+        called = Path(where).name if where != "<image>" else "the image"
+        with memory_errors_as(f"segmenting {called} ({shape} voxels, on {self.device})"):
             result = self._engine.predict(array, geometry, keep_probabilities=probabilities, member_hook=on_member)
         timings = dict(result.stages.seconds)
         timings["total"] = time.perf_counter() - started
