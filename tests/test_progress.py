@@ -96,7 +96,7 @@ def test_real_ensemble_logs_tiles_per_member_and_one_closing_line(models, mri_fi
         assert all(m.group(6) != "?" for m in mine)
         assert any(re.match(rf"predict {member} +\d+\.\d+ s +peak RSS", line) for line in lines)  # the stage line
     closing = lines[-1]
-    assert re.fullmatch(r"case done in \d+\.\d s: tumour (\d+) voxels, (\d+) mm3 \(2 of 2 members ran; peak RSS "
+    assert re.fullmatch(r"case done in [^:]+: tumour (\d+) voxels, (\d+) mm3 \(2 of 2 members ran; peak RSS "
                         r"\d+ MB\)", closing), closing
     assert closing.startswith(f"case done in {duration_text(result.timings['total'])}: tumour "
                               f"{result.tumour_voxels} voxels, {result.tumour_volume_mm3:.0f} mm3")
