@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,10 +162,6 @@ def output_is_file(c: Case) -> None:
     c.output.write_text("a file")
 
 
-def spec_edit(edit: Callable[[dict], None]):
-    return edit
-
-
 def damage_checkpoint(how: str):
     def setup(c: Case) -> None:
         path = c.weights / "A" / "fold_0" / "checkpoint_final.pth"
@@ -256,7 +251,8 @@ KINDS = [
     Kind("spacing_tiny", spacing(0.001), "spacing 0.001 x 0.001 x 0.001 mm (x, y, z) gives member A (spacing 1.5 x "
                                          "1.5 x 3 mm) a network grid of 0 x 0 x 0 voxels, empty along an axis"),
     Kind("spacing_huge", spacing(10000.0), "spacing 10000 x 10000 x 10000 mm (x, y, z) gives member A"),
-    Kind("direction_singular", header_edit("TransformMatrix = 1 0 0 0 1 0 0 0 1", "TransformMatrix = 0 0 0 0 0 0 0 0 0"),
+    Kind("direction_singular", header_edit("TransformMatrix = 1 0 0 0 1 0 0 0 1",
+                                           "TransformMatrix = 0 0 0 0 0 0 0 0 0"),
          "direction matrix (0 0 0 / 0 0 0 / 0 0 0) is singular (determinant 0)"),
     Kind("direction_not_orthonormal", header_edit("TransformMatrix = 1 0 0 0 1 0 0 0 1",
                                                   "TransformMatrix = 2 0 0 0 1 0 0 0 1"),

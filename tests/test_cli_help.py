@@ -37,7 +37,8 @@ def test_inference_py_version_and_help():
 
 
 def test_top_level_help_lists_every_command_and_imports_none():
-    code = ("import sys\nfrom panther_ensemble.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+    code = ("import sys\nfrom panther_ensemble.cli import main\ntry:\n    main(['--help'])\n"
+            "except SystemExit:\n    pass\n"
             "print(sorted(m for m in sys.modules if m.startswith('panther_ensemble.cli.') and m != "
             "'panther_ensemble.cli.failures' or m.split('.')[0] in ('torch', 'nnunetv2', 'SimpleITK')))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

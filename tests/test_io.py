@@ -131,7 +131,8 @@ def test_bad_images_give_one_line_errors(tmp_path, case):
     message = str(err.value)
     assert "\n" not in message
     assert str(p) in message
-    expected = {"missing": "no such", "not_an_image": "cannot read", "truncated": "truncated or corrupt image data (expected 96000 bytes, found", "2d": "3D",
+    expected = {"missing": "no such", "not_an_image": "cannot read",
+                "truncated": "truncated or corrupt image data (expected 96000 bytes, found", "2d": "3D",
                 "4d": "3D", "vector": "scalar", "nan": "NaN", "inf": "infinite", "zero_spacing": "spacing",
                 "negative_spacing": "spacing"}[case]
     assert expected in message
@@ -242,7 +243,8 @@ def test_metaimage_with_missing_data_file(tmp_path):
 ])
 def test_bad_direction_matrices_are_named(tmp_path, matrix, expected):
     """ITK's own message for a singular direction ends in '(0 0 0)' lines; a scaled direction is read silently."""
-    path = mha_with_header_edit(tmp_path, "bad.mha", "TransformMatrix = 1 0 0 0 1 0 0 0 1", f"TransformMatrix = {matrix}")
+    path = mha_with_header_edit(tmp_path, "bad.mha", "TransformMatrix = 1 0 0 0 1 0 0 0 1",
+                                f"TransformMatrix = {matrix}")
     with pytest.raises(InputError) as err:
         read_image(path)
     assert expected in str(err.value) and "\n" not in str(err.value)

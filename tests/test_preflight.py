@@ -26,7 +26,8 @@ def test_a_writable_target_passes_and_nothing_is_left(tmp_path):
     assert list(tmp_path.iterdir()) == []  # probed in tmp_path, created nothing
     target.parent.mkdir(parents=True)
     check_output_target(target)
-    assert list(target.parent.iterdir()) == [] and [p.name for p in target.parent.parent.iterdir()] == [target.parent.name]
+    assert list(target.parent.iterdir()) == []
+    assert [p.name for p in target.parent.parent.iterdir()] == [target.parent.name]
 
 
 def test_the_target_is_a_folder(tmp_path):
@@ -98,9 +99,9 @@ def test_a_spacing_that_gives_an_empty_grid(models):
     ensemble = Ensemble.from_spec(SPEC, models, device="cpu")
     with pytest.raises(InputError) as err:
         check_grids(ensemble, geometry((0.001, 0.001, 0.001)), where="scan.mha")
-    assert str(err.value) == ("scan.mha: spacing 0.001 x 0.001 x 0.001 mm (x, y, z) gives member A (spacing 1.5 x 1.5 x "
-                              "3 mm) a network grid of 0 x 0 x 0 voxels, empty along an axis; is the spacing in "
-                              "millimetres?")
+    assert str(err.value) == ("scan.mha: spacing 0.001 x 0.001 x 0.001 mm (x, y, z) gives member A (spacing 1.5 x "
+                              "1.5 x 3 mm) a network grid of 0 x 0 x 0 voxels, empty along an axis; is the spacing "
+                              "in millimetres?")
 
 
 def test_a_spacing_that_gives_a_huge_grid(models, monkeypatch):
