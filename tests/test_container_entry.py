@@ -116,7 +116,7 @@ def bad_case(kind: str, tmp_path: Path, mri_file: Path, models: Path):
 
 
 @pytest.mark.parametrize("kind,expected", [
-    ("no_image", "no image"), ("two_images", "exactly one image"), ("truncated", "cannot read"),
+    ("no_image", "no image"), ("two_images", "exactly one image"), ("truncated", "truncated or corrupt image data"),
     ("nan", "NaN"), ("unknown_label", "no label 'lesion'"), ("unknown_folder", "model folder does not exist"),
     ("missing_fold", "fold 4"), ("wrong_task", "task 2")])
 def test_bad_input_one_line_nonzero_exit_no_output(tmp_path, models, mri_file, kind, expected):

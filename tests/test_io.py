@@ -77,9 +77,10 @@ def test_write_mask_failure_leaves_nothing(tmp_path, monkeypatch):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(sitk.ImageFileWriter, "Execute", explode)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(InputError, match="cannot write the mask [(]disk full[)]"):
         write_mask(np.zeros((2, 3, 4), np.uint8), geometry, tmp_path / "o" / "x.mha")
     assert list((tmp_path / "o").iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["o"]  # the hidden staging folder is gone too
 
 
 def test_write_mask_rejects_wrong_shape(tmp_path):
@@ -130,7 +131,8 @@ def test_bad_images_give_one_line_errors(tmp_path, case):
     message = str(err.value)
     assert "\n" not in message
     assert str(p) in message
-    expected = {"missing": "no such", "not_an_image": "cannot read", "truncated": "cannot read", "2d": "3D",
+    expected = {"missing": "no such", "not_an_image": "cannot read",
+                "truncated": "truncated or corrupt image data (expected 96000 bytes, found", "2d": "3D",
                 "4d": "3D", "vector": "scalar", "nan": "NaN", "inf": "infinite", "zero_spacing": "spacing",
                 "negative_spacing": "spacing"}[case]
     assert expected in message
@@ -177,3 +179,174 @@ def test_hidden_and_non_image_files_are_ignored(tmp_path):
     (tmp_path / ".DS_Store").write_text("x")
     (tmp_path / "notes.txt").write_text("x")
     assert single_image_in(tmp_path).name == "a.mha"
+
+
+def cut(path: Path, keep: float = 0.5) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+def volume(tmp_path: Path, name: str, compress: bool = False) -> Path:
+    """A 20 x 30 x 40 float32 image (96000 bytes of voxels) written with SimpleITK."""
+    image = sitk.GetImageFromArray(np.random.default_rng(0).normal(size=(20, 30, 40)).astype(np.float32))
+    image.SetSpacing((1.2, 1.2, 3.0))
+    sitk.WriteImage(image, str(tmp_path / name), compress)
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("name,compress", [("a.mha", False), ("a.mha", True), ("a.nii", False), ("a.nii.gz", False)])
+def test_truncated_files_say_how_much_data_is_missing(tmp_path, name, compress, capfd):
+    """ITK reads a cut NIfTI (and a cut compressed MetaImage without CompressedDataSize) without complaint,
+    and for a cut MetaImage it prints MetaIO's raw lines and the reason 'No such file or directory'."""
+    path = cut(volume(tmp_path, name, compress))
+    with pytest.raises(InputError) as err:
+        read_image(path)
+    assert f"{path}: truncated or corrupt image data (expected " in str(err.value)
+    assert "No such file" not in str(err.value)
+    assert capfd.readouterr().err == ""  # nothing from ITK or MetaIO on the terminal
+
+
+def test_cut_compressed_metaimage_without_declared_size(tmp_path, capfd):
+    path = volume(tmp_path, "a.mha", compress=True)
+    raw = path.read_bytes()
+    start = raw.index(b"CompressedDataSize")
+    path.write_bytes(raw[:start] + raw[raw.index(b"\n", start) + 1:])
+    read_image(path)  # whole: fine without the field
+    cut(path, 0.6)
+    with pytest.raises(InputError, match=r"truncated or corrupt image data \(expected 96000 bytes, found \d+\)"):
+        read_image(path)
+    assert "Uncompress" not in capfd.readouterr().err
+
+
+def test_gzip_of_several_members_is_not_truncation(tmp_path):
+    import gzip
+
+    path = volume(tmp_path, "a.nii.gz")
+    data = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(data[:50000]) + gzip.compress(data[50000:]))
+    assert read_image(path)[0].shape == (20, 30, 40)
+
+
+def test_metaimage_with_missing_data_file(tmp_path):
+    path = tmp_path / "a.mhd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((3, 4, 5), np.float32)), str(path))
+    (tmp_path / "a.raw").unlink()
+    with pytest.raises(InputError, match="its voxel data file a.raw is missing"):
+        read_image(path)
+
+
+@pytest.mark.parametrize("matrix,expected", [
+    ("0 0 0 0 0 0 0 0 0", "direction matrix (0 0 0 / 0 0 0 / 0 0 0) is singular (determinant 0)"),
+    ("1 0 0 1 0 0 0 0 1", "is singular (determinant 0)"),
+    ("2 0 0 0 1 0 0 0 1", "is not orthonormal (column lengths 2, 1, 1)"),
+])
+def test_bad_direction_matrices_are_named(tmp_path, matrix, expected):
+    """ITK's own message for a singular direction ends in '(0 0 0)' lines; a scaled direction is read silently."""
+    path = mha_with_header_edit(tmp_path, "bad.mha", "TransformMatrix = 1 0 0 0 1 0 0 0 1",
+                                f"TransformMatrix = {matrix}")
+    with pytest.raises(InputError) as err:
+        read_image(path)
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_label_images_may_have_a_slightly_scaled_direction_but_not_a_singular_one(tmp_path):
+    from panther_ensemble.io import read_labels
+
+    src = tmp_path / "src.mha"
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((3, 4, 5), np.uint8)), str(src))
+    raw = src.read_bytes()
+    header_end = raw.index(b"ElementDataFile")
+    for matrix, ok in (("1.01 0 0 0 1 0 0 0 1", True), ("0 0 0 0 0 0 0 0 0", False)):
+        path = tmp_path / "labels.mha"
+        path.write_bytes(raw[:header_end].replace(b"TransformMatrix = 1 0 0 0 1 0 0 0 1",
+                                                  f"TransformMatrix = {matrix}".encode()) + raw[header_end:])
+        if ok:
+            assert read_labels(path)[0].shape == (3, 4, 5)
+        else:
+            with pytest.raises(InputError, match="singular"):
+                read_labels(path)
+
+
+def test_empty_size_in_the_header(tmp_path):
+    path = mha_with_header_edit(tmp_path, "bad.mha", "DimSize = 5 4 3", "DimSize = 5 0 3")
+    with pytest.raises(InputError, match=r"empty image of size \(5, 0, 3\)"):
+        read_image(path)
+
+
+def decompression_bomb(path: Path, size=(1_000_000, 1_000_000, 100)) -> Path:
+    """A compressed MetaImage of 1 MB that declares 2 * 10**14 bytes of int16 voxels (beyond any address space)."""
+    import zlib
+
+    data = zlib.compress(b"\0" * (1 << 20))
+    header = ("ObjectType = Image\nNDims = 3\nBinaryData = True\nBinaryDataByteOrderMSB = False\n"
+              f"CompressedData = True\nCompressedDataSize = {len(data)}\nTransformMatrix = 1 0 0 0 1 0 0 0 1\n"
+              f"Offset = 0 0 0\nElementSpacing = 1 1 1\nDimSize = {' '.join(map(str, size))}\n"
+              "ElementType = MET_SHORT\nElementDataFile = LOCAL\n")
+    path.write_bytes(header.encode() + data)
+    return path
+
+
+def test_an_image_that_cannot_fit_in_memory_is_refused_before_reading(tmp_path):
+    from panther_ensemble.errors import OutOfMemory
+
+    path = decompression_bomb(tmp_path / "bomb.mha")
+    with pytest.raises(OutOfMemory) as err:
+        read_image(path)
+    message = str(err.value)
+    assert message.startswith(f"out of memory while reading {path}: the image is 1000000 x 1000000 x 100 voxels of "
+                              "16-bit signed integer, about ")
+    assert "this machine allows" in message
+
+
+def test_itk_failing_to_allocate_is_out_of_memory_too(tmp_path, monkeypatch):
+    """Where the size check cannot tell (memory limit unknown), ITK's own allocation failure is caught."""
+    import panther_ensemble.io as io_mod
+    from panther_ensemble.errors import OutOfMemory
+
+    monkeypatch.setattr(io_mod, "memory_limit_bytes", lambda: None)
+    path = decompression_bomb(tmp_path / "bomb.mha")
+    with pytest.raises(OutOfMemory, match=f"out of memory while reading {path}: the image is 1000000 x"):
+        read_image(path)
+
+
+def test_itk_warnings_become_one_log_line(tmp_path, capfd, caplog):
+    """ITK's NIfTI writer prints 'WARNING: In .../itkNiftiImageIO.cxx, line N' and a second line straight to the
+    process's stderr for a sheared direction; it becomes one log line naming the file."""
+    geometry = Geometry((5, 6, 7), (1.0, 1.0, 3.0), (0.0, 0.0, 0.0), (1, 0.3, 0, 0, 1, 0, 0, 0, 1))
+    with caplog.at_level("WARNING", logger="panther_ensemble.io"):
+        path = write_mask(np.zeros((7, 6, 5), np.uint8), geometry, tmp_path / "sheared.nii")
+    assert capfd.readouterr().err == ""
+    [line] = [r.getMessage() for r in caplog.records if "(ITK)" in r.getMessage()]
+    assert line == f"{path}: Non-orthogonal direction matrix coerced to orthogonal (ITK)"
+
+
+def test_partial_writes_are_registered_and_removed(tmp_path, monkeypatch):
+    """What a signal handler calls: the staging folder of a write in progress is removed."""
+    import panther_ensemble.io as io_mod
+
+    geometry = Geometry((4, 3, 2), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    seen = {}
+
+    def interrupted(image, name, *args):
+        Path(name).write_bytes(b"half")
+        seen["staging"] = Path(name).parent
+        seen["removed"] = io_mod.remove_partial_writes()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(io_mod.sitk, "WriteImage", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_mask(np.zeros((2, 3, 4), np.uint8), geometry, tmp_path / "out" / "x.mha")
+    assert seen["removed"] == [seen["staging"]] and seen["staging"].name.startswith(".out.partial-")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and list((tmp_path / "out").iterdir()) == []
+    assert io_mod.remove_partial_writes() == []
+
+
+def test_write_into_a_file_or_folder_is_one_line(tmp_path):
+    geometry = Geometry((4, 3, 2), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="cannot write the mask"):
+        write_mask(np.zeros((2, 3, 4), np.uint8), geometry, tmp_path / "file" / "x.mha")
+    (tmp_path / "dir" / "x.mha").mkdir(parents=True)
+    with pytest.raises(InputError, match="cannot write the mask"):
+        write_mask(np.zeros((2, 3, 4), np.uint8), geometry, tmp_path / "dir" / "x.mha")

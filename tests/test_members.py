@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -69,13 +70,35 @@ def test_checkpoint_with_foreign_types_is_refused(models, tmp_path):
     assert not marker.exists()
 
 
-def test_truncated_checkpoint(models, tmp_path):
-    folder = tmp_path / "cut"
-    shutil.copytree(models / "A", folder)
-    path = folder / "fold_1" / "checkpoint_final.pth"
-    path.write_bytes(path.read_bytes()[:5000])
-    with pytest.raises(InputError, match="truncated or corrupt"):
+@pytest.mark.parametrize("damage,reason", [
+    ("truncated", ""),  # torch's reason depends on where the archive is cut
+    ("empty", "the file ends early"),
+    ("random", "unreadable pickle data"),
+    ("text", "unreadable pickle data"),
+])
+def test_truncated_or_corrupt_checkpoint(models, tmp_path, damage, reason):
+    """One line that says what is wrong, without torch's advice to retry with weights_only=False (which would
+    run whatever the file holds)."""
+    path = tmp_path / "checkpoint_final.pth"
+    data = (models / "A" / "fold_1" / "checkpoint_final.pth").read_bytes()
+    path.write_bytes({"truncated": data[:5000], "empty": b"", "random": np.random.default_rng(0).bytes(5000),
+                      "text": b"hello world\n" * 10}[damage])
+    with pytest.raises(InputError) as err:
         load_checkpoint(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: truncated or corrupt checkpoint (not a readable torch file: {reason}")
+    assert message.endswith(f"; {path.stat().st_size} bytes)")
+    assert "weights_only" not in message and "\n" not in message
+
+
+def test_mirroring_is_logged_in_words(models, caplog):
+    folder = ModelFolder.open(models / "A")
+    with caplog.at_level("INFO", logger="panther_ensemble.inference.members"):
+        load_member(spec_with().members[0], folder, torch.device("cpu"))
+        load_member(spec_with(mirroring=False).members[0], folder, torch.device("cpu"))
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].endswith("mirroring axes (0, 1, 2)") and lines[1].endswith("mirroring off")
+    assert not any("None" in line for line in lines)
 
 
 def test_weights_that_do_not_fit_the_plans(models, tmp_path):

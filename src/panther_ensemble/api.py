@@ -13,6 +13,7 @@ through this class.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -21,9 +22,11 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, memory_errors_as
 from .io import Geometry, read_image, write_mask
 from .spec import EnsembleSpec, load_spec, parse_spec
+
+log = logging.getLogger(__name__)
 
 PLATFORM_MODEL_DIR = Path("/opt/ml/model")  # where grand-challenge unpacks an uploaded model tarball
 
@@ -109,19 +112,47 @@ class Ensemble:
         self._engine.load()
         return {m.name: list(m.networks) for m in self._engine.members}
 
-    def segment(self, image, *, probabilities: bool = False, on_member: MemberCallback | None = None) -> Segmentation:
+    def preprocess_plans(self) -> dict[str, Any]:
+        """{member name: PreprocessPlan} of the members that run (weight > 0); loads the networks on first use."""
+        self._engine.load()
+        return {m.name: m.preprocess_plan for m in self._engine.members if m.spec.weight > 0}
+
+    def segment(self, image, *, probabilities: bool = False, on_member: MemberCallback | None = None,
+                name: str | Path | None = None) -> Segmentation:
         """Segment one image: a file path, a SimpleITK image, or an (array (z, y, x), Geometry) pair.
 
         probabilities: keep the ensemble's probability map (labels, z, y, x) in the result.
         on_member: called with each member's probability map on the image grid as it is computed.
+        name: what error messages call the image (default: its path, else "<image>").
+
+        Before any network runs, every member's network grid is checked (`preflight.check_grids`: an
+        InputError for a spacing that gives an empty or a huge grid). Running out of memory, after the
+        runtime's fallbacks, raises `OutOfMemory` (a MemoryError) saying so in one line. Logs one closing
+        line: the total time and the tumour volume.
         """
+        from .preflight import check_grids
+        from .runtime import duration_text, peak_gpu_mb, peak_rss_mb
+
         started = time.perf_counter()
         array, geometry = _as_array(image)
-        result = self._engine.predict(array, geometry, keep_probabilities=probabilities, member_hook=on_member)
+        where = name if name is not None else image if isinstance(image, (str, Path)) else "<image>"
+        with memory_errors_as(f"loading the networks on {self.device}"):
+            self._engine.load()
+        check_grids(self, geometry, array, where)
+        shape = " x ".join(str(s) for s in geometry.size_xyz)
+        called = Path(where).name if where != "<image>" else "the image"
+        with memory_errors_as(f"segmenting {called} ({shape} voxels, on {self.device})"):
+            result = self._engine.predict(array, geometry, keep_probabilities=probabilities, member_hook=on_member)
         timings = dict(result.stages.seconds)
         timings["total"] = time.perf_counter() - started
-        return Segmentation(result.mask, geometry, result.labels, result.probabilities, timings, result.members_used,
-                            result.mirroring_dropped, result.members_dropped)
+        segmentation = Segmentation(result.mask, geometry, result.labels, result.probabilities, timings,
+                                    result.members_used, result.mirroring_dropped, result.members_dropped)
+        gpu = peak_gpu_mb(self.device)
+        log.info("case done in %s: tumour %d voxels, %.0f mm3 (%d of %d members ran; peak RSS %.0f MB%s)",
+                 duration_text(timings["total"]), segmentation.tumour_voxels, segmentation.tumour_volume_mm3,
+                 len(result.members_used), len(self.spec.members), peak_rss_mb(),
+                 f", peak GPU {gpu:.0f} MB" if gpu is not None else "")
+        return segmentation
 
 
 def _as_array(image) -> tuple[np.ndarray, Geometry]:

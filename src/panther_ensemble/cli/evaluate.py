@@ -11,30 +11,41 @@ from ..scoring.evaluate import (default_names, evaluate_folders, format_case_tab
                                 safe_dirnames, write_leaderboard, write_metrics)
 from ..scoring.leaderboard import aggregate, rank_table
 
-HELP = ("score folders of predicted tumour masks against ground-truth labels with the five PANTHER metrics; "
-        "several folders are ranked as a leaderboard")
+HELP = """Score predicted tumour masks against ground-truth labels with the five PANTHER metrics: Dice,
+surface Dice at 5 mm, HD95, MASD (all per case) and the RMSE of the tumour volume (over the cases).
+
+With one --pred folder: a table per case and the aggregate. With several: each is scored and they are
+ranked as on the challenge's leaderboard (mean rank over the five metrics). Predictions are matched to
+ground-truth files by case name, the file name without its suffix (case_001.mha <-> case_001.nii.gz)."""
+
+EPILOG = """\
+examples:
+  panther-ensemble evaluate --pred masks/ --gt labels/ --out report/
+  panther-ensemble evaluate --pred ours/ baseline/ --names ours baseline --gt labels/ --official"""
 
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pred", nargs="+", required=True, type=Path, metavar="DIR",
-                        help="folder(s) of predicted masks, one file per case (<case>.mha, .nii.gz, ...; values 0/1); "
-                             "give several to rank them")
+                        help="folder of predicted masks, one file per case (.mha, .nii.gz, ...; values 0 and 1); "
+                             "give several folders to rank them")
     parser.add_argument("--gt", required=True, type=Path, metavar="DIR",
                         help="folder of ground-truth label files (0 background, 1 tumour, 2 pancreas); its files "
-                             "define the cases, matched to predictions by file name")
+                             "decide which cases are scored")
     parser.add_argument("--out", type=Path, metavar="DIR",
-                        help="also write metrics.json/.csv/.png here (several --pred folders: one subfolder each, "
-                             "plus leaderboard.json/.csv/.png)")
+                        help="also write metrics.json, metrics.csv and a figure (metrics.png) here; with several "
+                             "--pred folders one subfolder each plus leaderboard.json/.csv/.png (default: print "
+                             "only)")
     parser.add_argument("--official", action="store_true",
-                        help="reproduce the organisers' evaluation script, spacing quirk included (surface metrics "
-                             "with the spacing in x, y, z order); use it to predict leaderboard numbers")
+                        help="score as the organisers' evaluation script does, including its spacing mix-up "
+                             "(x, y, z spacing with z, y, x arrays, which changes HD95, MASD and surface Dice on "
+                             "anisotropic scans): use it to predict leaderboard numbers (default: correct spacing)")
     parser.add_argument("--names", nargs="+", metavar="NAME",
-                        help="display names, one per --pred folder (default: the folder names)")
+                        help="names to show for the --pred folders, one each (default: the folder names)")
     parser.add_argument("--missing-as-empty", action="store_true",
-                        help="score a ground-truth case without a prediction as an empty prediction "
-                             "(default: stop with an error listing the missing cases)")
+                        help="score a case with no prediction as an empty mask (default: stop with an error that "
+                             "lists the missing cases)")
 
 
 def main(args: argparse.Namespace) -> int:

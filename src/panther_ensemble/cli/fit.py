@@ -18,9 +18,22 @@ from ..scoring.fit.cases import GATE_MARGIN_EXTRA
 from ..scoring.fit.space import DEFAULT_THRESHOLDS, DEFAULT_TOP_K
 from ..spec import load_spec
 
-HELP = ("fit an ensemble spec to training data: try member weights, decision rules and post-processing on the "
-        "members' out-of-fold probability maps, score them with the PANTHER metrics, and write the best spec "
-        "with a cross-validated report")
+HELP = """Tune an ensemble on training cases: choose its member weights, decision rule (argmax or a
+threshold on P(tumour)) and post-processing (small-component filter, keep-largest, distance to the
+pancreas) by scoring candidates with the five PANTHER metrics, and write the best as a new spec.
+
+Input: a spec naming the members, each member's out-of-fold probability maps of the training cases
+(from nnU-Net training with --npz, or `panther-ensemble predict --save-probabilities`), and the cases'
+ground-truth labels. Output (--out): spec.json (the fitted spec, ready for predict --spec), report.json
+and report.md (the choice, its held-out estimate by nested cross-validation, the single members for
+comparison) and tradeoff.png. Details: docs/FITTING.md."""
+
+EPILOG = """\
+examples:
+  panther-ensemble fit --base-spec resources/task1.json --model-dir nnUNet_results/Dataset901_X \\
+      --gt nnUNet_raw/Dataset901_X/labelsTr --out fits/task1
+  panther-ensemble fit --base-spec my_spec.json --oof DA5=probs/DA5 default=probs/default --gt labels/ \\
+      --out fits/mine --objective weighted --metric-weights hd95=5,masd=5"""
 
 log = logging.getLogger(__name__)
 
@@ -31,49 +44,61 @@ METRIC_ALIASES = {"dice": "dice", "surface_dice": "surface_dice_5mm", "surface_d
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--base-spec", type=Path, required=True,
-                   help="ensemble spec whose members are fitted (e.g. resources/task1.json)")
-    p.add_argument("--oof", nargs="+", default=[], metavar="NAME=DIR",
-                   help="out-of-fold probability maps of member NAME: a folder of <case>.npz (from `predict "
-                        "--save-probabilities`) or an nnU-Net model folder (fold_*/validation/*.npz)")
-    p.add_argument("--model-dir", type=Path, default=None,
-                   help="weights root: members without --oof are read from their nnU-Net model folder "
-                        "<model-dir>/<member model> (train with --npz to get the maps)")
-    p.add_argument("--gt", type=Path, required=True,
-                   help="folder of ground-truth label files (<case>.mha; 0 background, 1 tumour, 2 pancreas)")
-    p.add_argument("--out", type=Path, required=True,
-                   help="output folder: spec.json (the fitted spec), report.json, report.md, tradeoff.png")
-    p.add_argument("--objective", choices=OBJECTIVES, default="mean-rank",
-                   help="mean-rank: the challenge's mean rank against the single members (ties: weighted score); "
-                        "weighted: a weighted sum of normalised metrics (default: mean-rank)")
-    p.add_argument("--metric-weights", default=None, metavar="K=W,...",
-                   help="weights of the weighted score: dice, surface_dice, hd95, masd, volume_rmse (default all 1)")
-    p.add_argument("--folds", type=int, default=DEFAULT_FOLDS,
-                   help=f"outer cross-validation folds for the held-out estimate (default {DEFAULT_FOLDS})")
-    p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment and the random weightings")
-    p.add_argument("--weight-step", default="auto",
-                   help="step of the grid of member weights (auto: 0.1 up to 3 members, 0.2 for 4-5, no grid "
-                        "beyond), or 'none'")
-    p.add_argument("--dirichlet", type=int, default=None,
-                   help="number of extra random weightings (default 0 up to 5 members, 150 beyond)")
-    p.add_argument("--tumour-factors", default="", metavar="F,...",
-                   help="also try counting one member's tumour probability F times as much as its other labels "
-                        "(e.g. 0.5,2; default: none)")
-    p.add_argument("--thresholds", default=",".join(f"{t:g}" for t in DEFAULT_THRESHOLDS),
-                   help="thresholds on the ensemble's P(tumour) to try besides argmax ('' for none)")
-    p.add_argument("--no-argmax", action="store_true", help="do not try the argmax rule")
-    p.add_argument("--min-volumes", default="off,100,500,2000",
-                   help="minimum tumour component volumes in mm3 to try ('off' = no filter)")
-    p.add_argument("--keep-largest", default="off,1,2",
-                   help="numbers of largest tumour components to keep to try ('off' = all)")
-    p.add_argument("--max-distances", default="off,5,20",
-                   help="maximum distances in mm from the predicted pancreas to try ('off' = no pancreas gate)")
-    p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K,
-                   help="try the post-processing settings on the best K weightings and decisions (0: on all; "
-                        f"default {DEFAULT_TOP_K})")
-    p.add_argument("--official", action="store_true",
-                   help="score with the organisers' spacing quirk (as `evaluate --official`)")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
+    data = p.add_argument_group("what to fit")
+    data.add_argument("--base-spec", type=Path, required=True, metavar="FILE",
+                      help="ensemble spec whose members are fitted (e.g. resources/task1.json); its other settings "
+                           "are kept")
+    data.add_argument("--gt", type=Path, required=True, metavar="DIR",
+                      help="folder of the training cases' ground-truth labels (<case>.mha or .nii.gz; 0 background, "
+                           "1 tumour, 2 pancreas)")
+    data.add_argument("--model-dir", type=Path, default=None, metavar="DIR",
+                      help="folder holding the members' nnU-Net model folders: a member's maps are read from "
+                           "<DIR>/<its model>/fold_*/validation/*.npz (written when nnU-Net trains with --npz)")
+    data.add_argument("--oof", nargs="+", default=[], metavar="NAME=DIR",
+                      help="the maps of member NAME, instead: a folder of <case>.npz (from `panther-ensemble predict "
+                           "--save-probabilities`) or an nnU-Net model folder")
+    data.add_argument("--out", type=Path, required=True, metavar="DIR",
+                      help="where to write spec.json, report.json, report.md and tradeoff.png")
+    goal = p.add_argument_group("how candidates are compared")
+    goal.add_argument("--objective", choices=OBJECTIVES, default="mean-rank",
+                      help="mean-rank: the challenge's ranking, each candidate's mean rank over the five metrics "
+                           "against the single members; weighted: a weighted sum of the normalised metrics "
+                           "(default: mean-rank)")
+    goal.add_argument("--metric-weights", default=None, metavar="NAME=W,...",
+                      help="weights for --objective weighted, of dice, surface_dice, hd95, masd, volume_rmse "
+                           "(default: all 1)")
+    goal.add_argument("--official", action="store_true",
+                      help="score with the organisers' spacing mix-up, as `evaluate --official` (default: correct "
+                           "spacing)")
+    goal.add_argument("--folds", type=int, default=DEFAULT_FOLDS, metavar="N",
+                      help=f"outer cross-validation folds of the held-out estimate (default: {DEFAULT_FOLDS})")
+    goal.add_argument("--seed", type=int, default=0, metavar="N",
+                      help="seed of the fold split and of the random weightings (default: 0)")
+    space = p.add_argument_group("what is tried")
+    space.add_argument("--weight-step", default="auto", metavar="STEP",
+                       help="step of the grid of member weights, or none; auto: 0.1 up to 3 members, 0.2 for 4-5, "
+                            "no grid beyond (default: auto)")
+    space.add_argument("--dirichlet", type=int, default=None, metavar="N",
+                       help="random weightings tried besides the grid (default: 0 up to 5 members, 150 beyond)")
+    space.add_argument("--tumour-factors", default="", metavar="F,...",
+                       help="also try weighting one member's tumour probability F times its other labels, e.g. "
+                            "0.5,2 (default: not tried)")
+    space.add_argument("--thresholds", default=",".join(f"{t:g}" for t in DEFAULT_THRESHOLDS), metavar="T,...",
+                       help="thresholds on the ensemble's P(tumour) to try besides argmax; '' for none (default: "
+                            f"{','.join(f'{t:g}' for t in DEFAULT_THRESHOLDS)})")
+    space.add_argument("--no-argmax", action="store_true", help="do not try the argmax rule (default: tried)")
+    space.add_argument("--min-volumes", default="off,100,500,2000", metavar="MM3,...",
+                       help="minimum tumour component volumes in mm3 to try; off = keep all (default: "
+                            "off,100,500,2000)")
+    space.add_argument("--keep-largest", default="off,1,2", metavar="K,...",
+                       help="numbers of largest tumour components to keep; off = all (default: off,1,2)")
+    space.add_argument("--max-distances", default="off,5,20", metavar="MM,...",
+                       help="largest distance in mm of a tumour component from the predicted pancreas; off = no "
+                            "limit (default: off,5,20)")
+    space.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, metavar="K",
+                       help="try post-processing on the K best weightings and decisions only; 0 = on all (default: "
+                            f"{DEFAULT_TOP_K})")
+    p.add_argument("--threads", type=int, default=1, metavar="N", help="CPU threads (default: 1)")
 
 
 # --------------------------------------------------------------------------------------------------

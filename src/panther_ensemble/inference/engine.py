@@ -151,8 +151,6 @@ class Engine:
             tumor = postprocess(tumor, spacing, pancreas, min_volume_mm3=rules.min_volume_mm3,
                                 keep_largest=rules.keep_largest,
                                 max_distance_to_pancreas_mm=rules.max_distance_to_pancreas_mm)
-        log.info("case done: %s; tumour %d voxels (%.0f mm^3)", stages.summary(), int(tumor.sum()),
-                 float(tumor.sum()) * geometry.voxel_volume_mm3)
         return CaseResult(tumor.astype(np.uint8), self.labels, probabilities if keep_probabilities else None,
                           stages, tuple(accumulator.members), plan.mirroring_dropped, tuple(plan.dropped))
 
@@ -161,7 +159,7 @@ class Engine:
         runtime = self.runtime
         dtype = runtime.accumulate_dtype(member.spec.resampling)
         with _resident(member, placement.compute), runtime.autocast(placement.compute):
-            progress = TileProgress(member.name)
+            progress = TileProgress(f"predict {member.name}")
             return predict_logits(
                 pre.data.to(placement.compute), member.networks, len(member.label_names), member.patch_size,
                 tile_step_size=member.spec.tile_step_size, mirror_axes=plan.mirror_axes(member),

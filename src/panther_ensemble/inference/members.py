@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
-from ..errors import InputError
+from ..errors import InputError, one_line
 from ..spec import EnsembleSpec, MemberSpec
 from .plans import ConfigurationPlan, PlansError, PreprocessPlan, read_configuration
 
@@ -64,11 +64,13 @@ def load_checkpoint(path: Path) -> FoldCheckpoint:
             raise InputError(path, f"refused to load: the checkpoint holds {found.group(1)}, a type outside the "
                                    "allow-list of nnU-Net checkpoint contents (a checkpoint is a pickle: only load "
                                    "ones you trust)") from None
-        detail = " ".join(str(exc).split())[:200]
-        raise InputError(path, f"cannot read checkpoint ({detail})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        detail = " ".join(str(exc).split())[:200]
-        raise InputError(path, f"cannot read checkpoint, truncated or corrupt ({detail})") from None
+        raise InputError(path, _corrupt_checkpoint(path, exc)) from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file (KeyError, EOFError, ...)
+        if type(exc).__name__ == "OutOfMemoryError" or "allocate" in str(exc).lower():
+            raise
+        raise InputError(path, _corrupt_checkpoint(path, exc)) from None
     if not isinstance(raw, dict) or "network_weights" not in raw:
         raise InputError(path, "not an nnU-Net checkpoint (no 'network_weights')")
     init_args = raw.get("init_args") or {}
@@ -80,6 +82,33 @@ def load_checkpoint(path: Path) -> FoldCheckpoint:
         trainer_name=str(raw.get("trainer_name", "unknown")),
         mirror_axes=tuple(int(a) for a in mirror_axes) if mirror_axes is not None else None,
     )
+
+
+def _corrupt_checkpoint(path: Path, exc: BaseException) -> str:
+    """'truncated or corrupt checkpoint (...)' with torch's reason in a few words, without its advice (torch
+    suggests `weights_only=False`, which would run whatever the file holds)."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, EOFError) or not text:
+        reason = "the file ends early"
+    elif isinstance(exc, OSError):  # torch seeking past the end of a cut zip archive
+        reason = f"cut short or damaged ({exc.strerror or text})"
+    elif "WeightsUnpickler error:" in text:
+        reason = text.split("WeightsUnpickler error:", 1)[1].split(" Check the documentation")[0].strip()
+        reason = f"unreadable pickle data: {reason[:1].lower() + reason[1:]}" if reason else "unreadable pickle data"
+    elif "PytorchStreamReader failed" in text:
+        detail = text.split("PytorchStreamReader failed ", 1)[1].split(". This is")[0]
+        reason = f"broken zip archive, {detail.removeprefix('reading zip archive: ')}"
+    elif "Invalid magic number" in text:
+        reason = "not saved by torch.save (invalid magic number)"
+    elif isinstance(exc, (UnicodeError, KeyError, pickle.UnpicklingError, ValueError)):
+        reason = f"unreadable pickle data ({type(exc).__name__})"
+    else:
+        reason = text.split(". ")[0][:120]
+    try:
+        size = f"; {path.stat().st_size} bytes"
+    except OSError:
+        size = ""
+    return f"truncated or corrupt checkpoint (not a readable torch file: {reason}{size})"
 
 
 def _plain_state_dict(weights: dict) -> dict:
@@ -204,6 +233,11 @@ class Member:
         return self
 
 
+def mirroring_text(axes: tuple[int, ...] | None) -> str:
+    """'mirroring off' or 'mirroring axes (0, 1, 2)', for the log."""
+    return f"mirroring axes {tuple(axes)}" if axes else "mirroring off"
+
+
 def check_member_files(member: MemberSpec, weights_root: Path, spec: EnsembleSpec) -> ModelFolder:
     """Cheap checks before any heavy work: folder, JSON files, labels, fold checkpoints present."""
     folder = ModelFolder.open(weights_root / member.model)
@@ -246,8 +280,10 @@ def load_member(member: MemberSpec, folder: ModelFolder, device: torch.device) -
         try:
             network.load_state_dict(ckpt.network_weights, strict=True)
         except RuntimeError as exc:
-            first = str(exc).splitlines()[0]
-            raise InputError(ckpt.path, f"weights do not fit the network in plans.json ({first})") from None
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            first = next((ln for ln in lines[1:]), lines[0] if lines else "")  # line 0: 'Error(s) in loading ...'
+            raise InputError(ckpt.path, f"weights do not fit the network in plans.json ({one_line(first, 240)})") \
+                from None
         network.eval()
         for p in network.parameters():
             p.requires_grad_(False)
@@ -257,8 +293,8 @@ def load_member(member: MemberSpec, folder: ModelFolder, device: torch.device) -
     if member.mirroring and len(axes) > 1:
         log.warning("member %s: folds disagree on mirroring axes %s; mirroring off", member.name, axes)
     trainer_names = sorted({c.trainer_name for c in checkpoints})
-    log.info("member %s: %s, configuration %s, folds %s, trainer %s, mirroring %s", member.name, folder.path.name,
-             configuration_name, list(member.folds), "/".join(trainer_names), mirror_axes)
+    log.info("member %s: %s, configuration %s, folds %s, trainer %s, %s", member.name, folder.path.name,
+             configuration_name, list(member.folds), "/".join(trainer_names), mirroring_text(mirror_axes))
     return Member(spec=member, folder=folder, configuration_name=configuration_name, configuration=cfg,
                   networks=networks, trainer_name="/".join(trainer_names), mirror_axes=mirror_axes,
                   device=torch.device(device))

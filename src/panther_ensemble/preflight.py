@@ -1,0 +1,142 @@
+"""Checks that fail early, in one line, before any network runs.
+
+- `check_output_target(path)`: the mask (or probability map) can be written there: every existing part of
+  the path is a folder, the target itself is not a folder, and the folder accepts a new entry (a real
+  write probe, removed at once: a read-only mount or missing permission is found now, not after the whole
+  ensemble has run).
+- `check_grids(ensemble, geometry)`: every member's network grid, the image resampled to the member's
+  spacing, has at least one voxel per axis and at most `max_grid_voxels()` voxels. A spacing in the wrong
+  unit (0.001 or 10000 mm) otherwise fails deep inside resampling or asks for terabytes.
+
+`cli/container.py` runs both before the ensemble; `Ensemble.segment` runs `check_grids` itself, so every
+caller of the API gets it. No torch import here.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import InputError
+from .io import Geometry, bytes_text, check_mask_suffix
+
+#: Largest network grid (voxels) a member may be asked to run on, unless $PANTHER_MAX_GRID_VOXELS says
+#: otherwise. 2**28 (268 million, 1 GB per float32 map) is about twice the largest PANTHER case at 1 mm
+#: isotropic (Task 1: 88 x 466 x 570 voxels at 3.5 x 1.31 x 1.31 mm -> 308 x 610 x 747 = 140 million).
+MAX_GRID_VOXELS = 2**28
+
+
+def max_grid_voxels() -> int:
+    value = os.environ.get("PANTHER_MAX_GRID_VOXELS", "").strip()
+    if not value:
+        return MAX_GRID_VOXELS
+    try:
+        limit = int(float(value))
+    except ValueError:
+        raise InputError("PANTHER_MAX_GRID_VOXELS", f"must be a number of voxels, got {value!r}") from None
+    if limit < 1:
+        raise InputError("PANTHER_MAX_GRID_VOXELS", f"must be at least 1, got {value!r}")
+    return limit
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Output
+
+
+def check_output_target(path: Path | str, image: bool = True) -> Path:
+    """Refuse, with one line, an output file that cannot be written: a folder in its place, a file where a
+    folder must be, a folder that refuses new entries (read-only mount, permissions; found by creating and
+    removing a hidden folder, the way `io.write_mask` stages its file). `image`: the target is a mask, so
+    its suffix must be one `write_mask` writes. Creates nothing that stays."""
+    path = Path(path)
+    if image:
+        check_mask_suffix(path)
+    if path.is_dir():
+        raise InputError(path, "is a folder; the output is a file of this name, so remove or rename the folder")
+    if path.exists() and not path.is_file():
+        raise InputError(path, "exists and is not a regular file")
+    # the target's folder (the final rename) and the one above it (io.write_mask's hidden staging folder)
+    for folder in dict.fromkeys((path.parent, path.parent.parent)):
+        existing = _deepest_existing(folder)
+        if not existing.is_dir():
+            raise InputError(existing, f"is a file, but the output {path} needs a folder here")
+        _probe_writable(existing)
+    return path
+
+
+def _deepest_existing(folder: Path) -> Path:
+    folder = Path(os.path.abspath(folder))
+    while not os.path.lexists(folder) and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def _probe_writable(folder: Path) -> None:
+    try:
+        probe = tempfile.mkdtemp(prefix=".panther-write-probe-", dir=folder)
+    except OSError as exc:
+        raise InputError(folder, f"cannot write here ({exc.strerror or exc})") from None
+    try:
+        os.rmdir(probe)
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Network grids
+
+
+def network_grid(shape_zyx: Sequence[int], spacing_zyx: Sequence[float], plan) -> tuple[tuple[int, ...],
+                                                                                        tuple[float, ...]]:
+    """(grid, target spacing), both in image axis order (z, y, x): the size of the image resampled to the
+    member's spacing, as preprocessing computes it (`plans.compute_new_shape` in the plan's transposed order)."""
+    from .inference.plans import compute_new_shape
+
+    tf = list(plan.transpose_forward)
+    shape_t = [int(shape_zyx[i]) for i in tf]
+    spacing_t = [float(spacing_zyx[i]) for i in tf]
+    target_t = plan.target_spacing(spacing_t)
+    grid_t = compute_new_shape(shape_t, spacing_t, target_t)
+    back = [tf.index(a) for a in range(len(tf))]
+    return tuple(grid_t[i] for i in back), tuple(target_t[i] for i in back)
+
+
+def check_grids(ensemble, geometry: Geometry, image: np.ndarray | None = None, where: object = "<image>") -> dict:
+    """Refuse an image whose network grid for some member is empty along an axis or larger than
+    `max_grid_voxels()`; the message names the spacing, the member and the grid it would give. `ensemble`: an
+    `Ensemble` (its networks are loaded, none is run). `image`: the voxels, when at hand, so that the grid is
+    computed on the crop to the nonzero box as preprocessing does. Returns {member: grid (z, y, x)}."""
+    shape = tuple(geometry.shape_zyx)
+    if image is not None:
+        from .boxes import bounding_box
+
+        box = bounding_box(np.asarray(image) != 0)
+        if box is not None:
+            shape = tuple(int(b - a) for a, b in box)
+    limit = max_grid_voxels()
+    spacing_zyx = geometry.spacing_zyx
+    grids = {}
+    for name, plan in ensemble.preprocess_plans().items():
+        grid, target = network_grid(shape, spacing_zyx, plan)
+        grids[name] = grid
+        voxels = int(np.prod([int(g) for g in grid], dtype=object))
+        if min(grid) >= 1 and voxels <= limit:
+            continue
+        said = (f"spacing {_xyz(geometry.spacing_xyz)} mm (x, y, z) gives member {name} (spacing "
+                f"{_xyz(target[::-1])} mm) a network grid of {_xyz(grid[::-1], int)} voxels")
+        if min(grid) < 1:
+            raise InputError(where, f"{said}, empty along an axis; is the spacing in millimetres?")
+        raise InputError(where, f"{said} ({voxels:.3g} voxels, {bytes_text(4.0 * voxels)} per float32 map), above "
+                                f"the limit of {limit} voxels (PANTHER_MAX_GRID_VOXELS); is the spacing in "
+                                "millimetres?")
+    return grids
+
+
+def _xyz(values, kind=float) -> str:
+    if kind is int:
+        return " x ".join(str(int(v)) for v in values)
+    return " x ".join(f"{float(v):g}" for v in values)

@@ -1,0 +1,143 @@
+"""Checks before any network runs: the output location, and every member's network grid."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+import panther_ensemble.preflight as preflight
+from panther_ensemble import Ensemble, InputError
+from panther_ensemble.io import Geometry, read_image
+from panther_ensemble.preflight import check_grids, check_output_target, network_grid
+
+SPEC = {"version": 1, "task": 1, "members": [{"name": "A", "model": "A", "folds": [0], "mirroring": False},
+                                             {"name": "B", "model": "B", "folds": [0], "mirroring": False}]}
+IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+def test_a_writable_target_passes_and_nothing_is_left(tmp_path):
+    target = tmp_path / "out" / "images" / "pancreatic-tumor-segmentation" / "x.mha"
+    assert check_output_target(target) == target
+    assert list(tmp_path.iterdir()) == []  # probed in tmp_path, created nothing
+    target.parent.mkdir(parents=True)
+    check_output_target(target)
+    assert list(target.parent.iterdir()) == []
+    assert [p.name for p in target.parent.parent.iterdir()] == [target.parent.name]
+
+
+def test_the_target_is_a_folder(tmp_path):
+    (tmp_path / "x.mha").mkdir()
+    with pytest.raises(InputError, match=r"x.mha: is a folder; the output is a file of this name"):
+        check_output_target(tmp_path / "x.mha")
+
+
+@pytest.mark.parametrize("file_at", ["out", "out/images"])
+def test_a_file_where_a_folder_must_be(tmp_path, file_at):
+    (tmp_path / file_at).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / file_at).write_text("not a folder")
+    target = tmp_path / "out" / "images" / "socket" / "x.mha"
+    with pytest.raises(InputError) as err:
+        check_output_target(target)
+    assert str(err.value) == f"{tmp_path / file_at}: is a file, but the output {target} needs a folder here"
+
+
+def test_a_folder_that_refuses_writes(tmp_path):
+    """A real write probe (root ignores permission bits, so as root the kernel's sysfs stands in for a
+    read-only mount: it refuses new entries to everyone)."""
+    if os.geteuid() == 0:
+        if not Path("/sys/kernel").is_dir():
+            pytest.skip("no sysfs to stand in for a read-only folder, and root ignores permissions")
+        folder = Path("/sys/kernel")
+    else:
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        folder.chmod(0o555)
+    try:
+        with pytest.raises(InputError, match=rf"^{folder}: cannot write here \((Permission denied|Read-only file "
+                                             r"system|Operation not permitted)\)$"):
+            check_output_target(folder / "images" / "x.mha")
+    finally:
+        if folder.is_relative_to(tmp_path):
+            folder.chmod(0o755)
+
+
+def test_a_read_only_mount_is_named(tmp_path, monkeypatch):
+    def refuse(prefix, dir):  # noqa: A002 - tempfile.mkdtemp's keyword
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), dir)
+
+    monkeypatch.setattr(preflight.tempfile, "mkdtemp", refuse)
+    with pytest.raises(InputError, match=rf"{tmp_path}: cannot write here \(Read-only file system\)"):
+        check_output_target(tmp_path / "images" / "x.mha")
+
+
+def test_the_suffix_of_a_mask(tmp_path):
+    with pytest.raises(InputError, match="output must be .mha"):
+        check_output_target(tmp_path / "x.png")
+    check_output_target(tmp_path / "probs" / "x.npz", image=False)
+
+
+def geometry(spacing_xyz, size_xyz=(70, 60, 20)) -> Geometry:
+    return Geometry(size_xyz, spacing_xyz, (0.0, 0.0, 0.0), IDENTITY)
+
+
+def test_network_grid_follows_the_plans_transpose(models):
+    ensemble = Ensemble.from_spec(SPEC, models, device="cpu")
+    plans = ensemble.preprocess_plans()
+    # A: spacing (3, 1.5, 1.5); B: transpose (1, 2, 0), spacing (2, 2, 2.5) in transposed order = z 2.5, y 2, x 2
+    assert network_grid((20, 60, 70), (3.0, 1.2, 1.2), plans["A"]) == ((20, 48, 56), (3.0, 1.5, 1.5))
+    assert network_grid((20, 60, 70), (3.0, 1.2, 1.2), plans["B"]) == ((24, 36, 42), (2.5, 2.0, 2.0))
+    grids = check_grids(ensemble, geometry((1.2, 1.2, 3.0)))
+    assert grids == {"A": (20, 48, 56), "B": (24, 36, 42)}
+
+
+def test_a_spacing_that_gives_an_empty_grid(models):
+    ensemble = Ensemble.from_spec(SPEC, models, device="cpu")
+    with pytest.raises(InputError) as err:
+        check_grids(ensemble, geometry((0.001, 0.001, 0.001)), where="scan.mha")
+    assert str(err.value) == ("scan.mha: spacing 0.001 x 0.001 x 0.001 mm (x, y, z) gives member A (spacing 1.5 x "
+                              "1.5 x 3 mm) a network grid of 0 x 0 x 0 voxels, empty along an axis; is the spacing "
+                              "in millimetres?")
+
+
+def test_a_spacing_that_gives_a_huge_grid(models, monkeypatch):
+    ensemble = Ensemble.from_spec(SPEC, models, device="cpu")
+    with pytest.raises(InputError) as err:
+        check_grids(ensemble, geometry((10000.0, 10000.0, 10000.0)), where="scan.mha")
+    message = str(err.value)
+    assert message.startswith("scan.mha: spacing 10000 x 10000 x 10000 mm (x, y, z) gives member A (spacing 1.5 x 1.5 "
+                              "x 3 mm) a network grid of 466667 x 400000 x 66667 voxels (1.24e+16 voxels, ")
+    assert message.endswith("per float32 map), above the limit of 268435456 voxels (PANTHER_MAX_GRID_VOXELS); is the "
+                            "spacing in millimetres?")
+    monkeypatch.setenv("PANTHER_MAX_GRID_VOXELS", "1000")
+    with pytest.raises(InputError, match="above the limit of 1000 voxels"):
+        check_grids(ensemble, geometry((1.2, 1.2, 3.0)))
+
+
+def test_the_grid_is_computed_on_the_nonzero_crop(models):
+    """Preprocessing crops to the nonzero box before resampling: a thin slab of signal gives a thin grid."""
+    ensemble = Ensemble.from_spec(dict(SPEC, members=SPEC["members"][:1]), models, device="cpu")
+    image = np.zeros((20, 60, 70), np.float32)
+    image[5, 10:50, 10:60] = 1
+    with pytest.raises(InputError, match="0 voxels, empty along an axis"):  # one 1 mm slice at 3 mm: round(1/3) = 0
+        check_grids(ensemble, geometry((1.2, 1.2, 1.0)), image)
+    assert check_grids(ensemble, geometry((1.2, 1.2, 3.0)), image) == {"A": (1, 32, 40)}
+
+
+def test_segment_checks_the_grids_before_any_network_runs(models, tmp_path, monkeypatch):
+    import panther_ensemble.inference.engine as engine_mod
+
+    ensemble = Ensemble.from_spec(SPEC, models, device="cpu")
+    monkeypatch.setattr(engine_mod, "predict_logits", lambda *a, **k: pytest.fail("a network ran"))
+    image = sitk.GetImageFromArray(np.ones((20, 30, 40), np.float32))
+    image.SetSpacing((10000.0, 10000.0, 10000.0))
+    sitk.WriteImage(image, str(tmp_path / "huge.mha"))
+    with pytest.raises(InputError, match=rf"^{tmp_path / 'huge.mha'}: spacing 10000 x 10000 x 10000 mm"):
+        ensemble.segment(tmp_path / "huge.mha")
+    array, geo = read_image(tmp_path / "huge.mha")
+    with pytest.raises(InputError, match="^<image>: spacing 10000"):
+        ensemble.segment((array, geo))
