@@ -183,8 +183,10 @@ class Runtime:
         return self.forward.tiles > 1 or (self.forward.tiles == 0 and self.device.type == "cuda")
 
     def prepare_network(self, network: torch.nn.Module) -> torch.nn.Module:
-        """The network as the forward settings want it (returned: compiling wraps it in a new module)."""
-        if self.device.type == "cpu" and self.forward.onednn:
+        """The network as the forward settings want it (returned: compiling wraps it in a new module). Under
+        torch.compile the oneDNN override is left out: dynamo cannot trace `torch.mkldnn_convolution` (no fake
+        tensor kernel; measured, bench/README.md), and inductor picks its own convolution kernels."""
+        if self.device.type == "cpu" and self.forward.onednn and self.forward.compile == "none":
             use_onednn_convolutions(network)
         if self.forward.channels_last:
             network.to(memory_format=torch.channels_last_3d)
