@@ -43,9 +43,9 @@ def choose_device(requested: str = "auto") -> torch.device:
 
 
 FORWARD_ENV = "PANTHER_FORWARD"  # like nnU-Net's nnUNet_compile: forward settings without code changes
-# A forward pass's memory on the GPU over the meta-device count of its activations (forward_cost.py): 1.40
-# measured on the H200 for ResEnc-L at 160 x 192 x 256 under float16 autocast (3.75 GB used vs 2.68 GB
-# counted: cuDNN workspaces, autocast's float16 copies of the weights); rounded up.
+# A forward pass's memory on the GPU over the meta-device count of its activations (forward_cost.py): 1.39
+# measured on the H200 for ResEnc-L at 160 x 192 x 256 under float16 autocast (3.75 GB used beyond weights
+# and case tensors vs 2.69 GB counted: cuDNN workspaces, autocast's float16 copies of the weights); rounded up.
 TILE_MEMORY_FACTOR = 1.5
 _AUTOCAST = {"float16": torch.float16, "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
              "bf16": torch.bfloat16, "float32": None, "fp32": None, "none": None}
