@@ -190,8 +190,8 @@ class Engine:
                         placement: Placement) -> torch.Tensor:
         runtime = self.runtime
         dtype = runtime.accumulate_dtype(member.spec.resampling)
-        tiles_per_batch = self._tiles_per_batch(member, pre, plan, placement)
         with _resident(member, placement.compute), runtime.autocast(placement.compute):
+            tiles_per_batch = self._tiles_per_batch(member, pre, plan, placement)  # weights in place: counted
             progress = TileProgress(member.name)
             return predict_logits(
                 pre.data.to(placement.compute), member.networks, len(member.label_names), member.patch_size,
