@@ -1,6 +1,6 @@
 """GPU check: winning-team-shaped members on one GPU, our engine against nnU-Net's CLI path.
 
-    python bench/gpu_check.py --out DIR [--device cuda|cpu] [--dry]
+    python bench/gpu_check.py --out DIR [--device cuda|cpu] [--dry] [--levers [--compile]] [--before S] [--after S]
 
 Members: two nnU-Net Residual Encoder UNet "L" networks (plans from nnU-Net's own nnUNetPlannerResEncL
 with a 1 mm isotropic target spacing on the Task 1 phantom dataset: patch 160 x 192 x 256, 102 M
@@ -10,6 +10,15 @@ Measured: our engine (fast mode) cold and warm: per-stage times, share of wall t
 passes, peak GPU memory; the same with the process capped at 15 GB of GPU memory (a T4's 16 GB minus
 headroom); nnU-Net's CLI path (nnUNetv2_predict_from_modelfolder --save_probabilities per member +
 nnUNetv2_ensemble) on the same GPU; voxel agreement of the two.
+
+Forward efficiency (bench/README.md): FLOPs of one forward call and of the case (meta device), the dense
+float16 matmul peak measured in the same run, and per engine run the achieved TFLOP/s (case FLOPs / forward
+time) and its fraction of that peak. The engine runs twice, `--before` (default `tiles=1`: one tile per
+call, the settings of the earlier GPU runs) and `--after` (runtime.ForwardSettings text; default `auto`:
+with --levers the fastest lever set of the sweep that a T4 can run (float16, no compile), tiles turned into
+the memory policy's cap, else the defaults); the capped run and the CLI comparison use `after`. `--levers`
+first times the forward settings' lever sets on one ResEnc-L fold (bench/forward_efficiency.py's sweep);
+`--compile` adds torch.compile to the sweep (minutes of compilation).
 
 --dry (with --device cpu): the same steps with networks scaled down (features / 8, patch / 4, 6 mm spacing,
 2 folds) on a smaller phantom (the same body at a third of the resolution), so the script itself is tested
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import os
 import shutil
@@ -124,9 +134,11 @@ def read_nifti(path: Path):
     return image, geometry
 
 
-def engine_runs(members, image_path: Path, device: torch.device, out: Path, cap: bool) -> dict:
-    """Our engine, fast mode: a cold case then a warm case in one process."""
+def engine_runs(members, image_path: Path, device: torch.device, out: Path, cap: bool, forward: str = "",
+                label: str = "", peak: dict | None = None) -> dict:
+    """Our engine, fast mode, with the `forward` settings: a cold case then a warm case in one process."""
     from run_bench import ForwardTimer
+    from throughput import rate
 
     from panther_ensemble import Ensemble
 
@@ -136,15 +148,19 @@ def engine_runs(members, image_path: Path, device: torch.device, out: Path, cap:
         {"name": m["name"], "model": m["folder"].lstrip("/"), "folds": m["folds"], "mirroring": False,
          "tile_step_size": 0.5, "resampling": "fast"} for m in members]}
     t = time.perf_counter()
-    ensemble = Ensemble.from_spec(spec, "/", device.type).load()
+    ensemble = Ensemble.from_spec(spec, "/", device.type, forward=forward).load()
     load_s = time.perf_counter() - t
     weights_mb = torch.cuda.memory_allocated() / 2**20 if device.type == "cuda" else None
+    costs = [c.as_dict() for c in ensemble.costs(read_nifti(image_path))]
+    case_tflop = sum(c["case_tflop"] for c in costs)
+    tag = label or ("capped 15 GB" if cap else "uncapped")
     runs = {}
+    networks = [net for nets in ensemble.networks.values() for net in nets]
     for run in ("cold", "warm"):
         timer = ForwardTimer(device.type == "cuda")
-        for networks in ensemble.networks.values():
-            for net in networks:
-                net.forward = timer.wrap(net.forward)
+        own = [net.__dict__.get("forward") for net in networks]  # torch.compile's module has its own
+        for net in networks:
+            net.forward = timer.wrap(net.forward)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         t = time.perf_counter()
@@ -152,17 +168,26 @@ def engine_runs(members, image_path: Path, device: torch.device, out: Path, cap:
         read_s = time.perf_counter() - t
         result = ensemble.segment((image, geometry))
         wall = time.perf_counter() - t
-        np.save(out / f"engine_{'cap' if cap else 'uncapped'}_{run}.npy", result.mask)
+        np.save(out / f"engine_{label or ('cap' if cap else 'uncapped')}_{run}.npy", result.mask)
         runs[run] = {"wall_s": wall, "read_s": read_s, "forward_s": timer.seconds, "forward_calls": timer.calls,
                      "forward_share": timer.seconds / wall, "stages": result.timings,
                      "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
-                     "tumour_voxels": int(result.mask.sum())}
-        for networks in ensemble.networks.values():  # unwrap for the next run
-            for net in networks:
-                net.__dict__.pop("forward", None)
-        log(f"engine ({'capped 15 GB' if cap else 'uncapped'}) {run}: wall {wall:.1f} s, forward "
-            f"{timer.seconds:.1f} s ({100 * timer.seconds / wall:.0f}%), peak GPU {runs[run]['peak_gpu_mb']}")
-    return {"load_s": load_s, "weights_on_device_mb": weights_mb, **runs}
+                     "tumour_voxels": int(result.mask.sum()), **rate(case_tflop * 1e12, timer.seconds, peak)}
+        for net, forward in zip(networks, own):  # unwrap for the next run
+            net.__dict__.pop("forward", None)
+            if forward is not None:
+                net.forward = forward
+        log(f"engine ({tag}; {ensemble.runtime.forward.describe()}) {run}: wall {wall:.1f} s, forward "
+            f"{timer.seconds:.1f} s ({100 * timer.seconds / wall:.0f}%) in {timer.calls} calls, "
+            f"{runs[run]['tflop_per_s']:.3g} TFLOP/s" + (f" ({100 * runs[run]['fraction_of_peak']:.1f}% of peak)"
+                                                        if peak else "") + f", peak GPU {runs[run]['peak_gpu_mb']}")
+    result = {"forward": ensemble.runtime.forward.describe(), "load_s": load_s, "weights_on_device_mb": weights_mb,
+              "members": costs, "case_tflop": case_tflop, **runs}
+    del ensemble, networks
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
 
 
 def nnunet_cli(members, image_path: Path, device: torch.device, work: Path) -> dict:
@@ -204,6 +229,76 @@ def nnunet_cli(members, image_path: Path, device: torch.device, work: Path) -> d
             "stages": stages, "peak_gpu_mb": peak or None}
 
 
+def lever_sweep(member: dict, device: torch.device, a, peak: dict) -> list[dict]:
+    """bench/forward_efficiency.py's sweep on the member's first fold (per-tile time, TFLOP/s, of peak)."""
+    import forward_efficiency as fe
+
+    sets = a.lever_sets or ("defaults;tiles=2;channels_last" if device.type == "cpu" else fe.CUDA_LEVERS)
+    if a.compile:
+        sets += ";compile=default,tiles=1;channels_last,compile=default,tiles=1"
+    fold = {"name": member["name"], "folder": member["folder"], "fold": member["folds"][0]}
+    rows = fe.sweep(fold, sets.split(";"), device, torch.get_num_threads(), rounds=3, repeats=2, peak=peak,
+                    on_result=lambda r: log(f"levers {r['levers']}: " + (
+                        f"{r['seconds_per_tile'] * 1e3:.1f} ms per tile, {r['tflop_per_s']:.3g} TFLOP/s, "
+                        f"{100 * r['fraction_of_peak']:.1f}% of peak" if "error" not in r else r["error"])))
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return rows
+
+
+def choose_after(after: str, levers: list[dict] | None) -> str:
+    """`auto`: the fastest lever set a T4 can run in a one-case container (float16, no compile); a fixed tile
+    count becomes the memory policy with that cap. Without a sweep: the defaults."""
+    if after != "auto":
+        return after
+    usable = [r for r in levers or () if "error" not in r and "autocast" not in r["levers"]
+              and "compile" not in r["levers"]]
+    if not usable:
+        return ""
+    best = min(usable, key=lambda r: r["seconds_per_tile"])
+    settings = []
+    for item in best["levers"].split(","):
+        if item.startswith("tiles="):
+            n = int(item.split("=")[1])
+            item = "tiles=1" if n == 1 else f"tiles=0,max_tiles={n}"
+        if item != "defaults":
+            settings.append(item)
+    return ",".join(settings)
+
+
+def add_fraction(run: dict, peak: dict) -> dict:
+    for key in ("cold", "warm"):
+        if key in run and "tflop_per_s" in run[key]:
+            run[key]["fraction_of_peak"] = run[key]["tflop_per_s"] * 1e12 / peak["flops_per_s"]
+    return run
+
+
+def summary(results: dict) -> str:
+    peak = results["peak"]
+    lines = [f"# GPU check: forward efficiency ({results['device']}, torch {results['torch']})", "",
+             f"Measured dense {peak['dtype']} matmul peak: {peak['flops_per_s'] / 1e12:.3g} TFLOP/s "
+             f"({peak['size']} x {peak['size']}); FLOPs per forward call and per case counted on the meta device.", "",
+             "| run | forward settings | wall s | forward s (calls) | case TFLOP | TFLOP/s | of peak | peak GPU MB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for key in ("engine_before", "engine_after", "engine_after_capped_15GB"):
+        run = results.get(key)
+        if not run or "error" in run:
+            lines.append(f"| {key} | failed | | | | | | |" if run else f"| {key} | not run | | | | | | |")
+            continue
+        for which in ("cold", "warm"):
+            r = run[which]
+            frac = f"{100 * r['fraction_of_peak']:.1f}%" if "fraction_of_peak" in r else "-"
+            gpu = f"{r['peak_gpu_mb']:.0f}" if r.get("peak_gpu_mb") else "-"
+            lines.append(f"| {key.replace('engine_', '')} {which} | {run['forward']} | {r['wall_s']:.1f} | "
+                         f"{r['forward_s']:.2f} ({r['forward_calls']}) | {run['case_tflop']:.3g} | "
+                         f"{r['tflop_per_s']:.3g} | {frac} | {gpu} |")
+    for key in ("agreement_before_vs_cli", "agreement_after_vs_cli", "speedup_warm_forward"):
+        if key in results:
+            lines.append(f"\n{key}: {results[key]:.5f}")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
@@ -213,7 +308,12 @@ def main() -> int:
     p.add_argument("--image", type=Path, default=None,
                    help="input image (NIfTI); default: the carried .gpu-carry/task1_case.nii.gz (not with --dry), "
                         "else a phantom made in --work")
-    p.add_argument("--skip", default="", help="comma list of steps to skip: cap,cli")
+    p.add_argument("--skip", default="", help="comma list of steps to skip: before,cap,cli")
+    p.add_argument("--levers", action="store_true", help="time the forward settings' lever sets first")
+    p.add_argument("--lever-sets", default=None, help="';'-separated settings texts for --levers")
+    p.add_argument("--compile", action="store_true", help="add torch.compile to the lever sweep")
+    p.add_argument("--before", default="tiles=1", help="forward settings of the 'before' engine run")
+    p.add_argument("--after", default="auto", help="forward settings of the 'after' runs (auto: see above)")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(a.work, ignore_errors=True)
@@ -231,40 +331,61 @@ def main() -> int:
 
     def save():
         (a.out / "gpu_check.json").write_text(json.dumps(results, indent=2, default=str))
+        (a.out / "gpu_check.md").write_text(summary(results))
 
+    from throughput import matmul_peak
+
+    results["peak"] = matmul_peak(device)
+    log(f"matmul peak {results['peak']['flops_per_s'] / 1e12:.3g} TFLOP/s ({results['peak']['dtype']})")
     t = time.perf_counter()
     members = make_members(a.work / "models", REPO / "bench" / "gpu" / "plans_resencl_iso1mm.json", a.dry, device)
     results["make_members_s"] = time.perf_counter() - t
     log(f"members ready in {results['make_members_s']:.1f} s")
-    results["engine"] = engine_runs(members, a.image, device, a.work, cap=False)
+    if a.levers:
+        results["levers"] = lever_sweep(members[0], device, a, results["peak"])
+        save()
+    after = choose_after(a.after, results.get("levers"))
+    log(f"after: {after or 'defaults'}")
+    if "before" not in skip:
+        results["engine_before"] = engine_runs(members, a.image, device, a.work, False, a.before, "before",
+                                               results["peak"])
+        save()
+    results["engine_after"] = engine_runs(members, a.image, device, a.work, False, after, "after", results["peak"])
+    if "engine_before" in results:
+        results["speedup_warm_forward"] = (results["engine_before"]["warm"]["forward_s"]
+                                           / results["engine_after"]["warm"]["forward_s"])
     save()
     if "cap" not in skip:
-        proc = subprocess.run([sys.executable, __file__, "--capped-child", str(a.work), str(a.image), a.device],
-                              capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, __file__, "--capped-child", str(a.work), str(a.image), a.device,
+                               after], capture_output=True, text=True)
         print(proc.stdout[-2000:], proc.stderr[-2000:], flush=True)
-        results["engine_capped_15GB"] = (json.loads((a.work / "capped.json").read_text()) if proc.returncode == 0
-                                         else {"error": proc.stderr[-1500:]})
+        results["engine_after_capped_15GB"] = (
+            add_fraction(json.loads((a.work / "capped.json").read_text()), results["peak"]) if proc.returncode == 0
+            else {"error": proc.stderr[-1500:]})
         save()
     if "cli" not in skip:
         results["nnunet_cli"] = nnunet_cli(members, a.image, device, a.work)
-        ours = np.load(a.work / "engine_uncapped_cold.npy")
         theirs = np.load(a.work / "cli_mask.npy")
-        results["agreement_engine_vs_cli"] = float((ours == theirs).mean())
-        results["speedup_vs_cli"] = results["nnunet_cli"]["wall_s"] / results["engine"]["cold"]["wall_s"]
+        for label in ("before", "after"):
+            if f"engine_{label}" in results:
+                ours = np.load(a.work / f"engine_{label}_cold.npy")
+                results[f"agreement_{label}_vs_cli"] = float((ours == theirs).mean())
+        results["speedup_vs_cli"] = results["nnunet_cli"]["wall_s"] / results["engine_after"]["cold"]["wall_s"]
         save()
-    log(json.dumps({k: v for k, v in results.items() if k in ("agreement_engine_vs_cli", "speedup_vs_cli")}))
+    log(json.dumps({k: v for k, v in results.items() if k.startswith(("agreement", "speedup"))}))
+    print(summary(results), flush=True)
     return 0
 
 
-def capped_child(work: Path, image: Path, device: str) -> int:
+def capped_child(work: Path, image: Path, device: str, forward: str) -> int:
     members = [{"name": d.name, "folder": str(d), "folds": sorted(int(f.name.split("_")[1])
                for f in d.glob("fold_*"))} for d in sorted((work / "models").iterdir())]
-    result = engine_runs(members, image, torch.device(device), work, cap=True)
+    result = engine_runs(members, image, torch.device(device), work, cap=True, forward=forward, label="cap")
     (work / "capped.json").write_text(json.dumps(result, default=str))
     return 0
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--capped-child":
-        sys.exit(capped_child(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]))
+        sys.exit(capped_child(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], sys.argv[5]))
     sys.exit(main())

@@ -12,7 +12,11 @@ Paths, each run in its own process (so peak memory is its own), on the same imag
 Reported per path: wall time end to end (image read to mask written), stages, the networks' own forward
 time (every forward call wrapped and timed), overhead = wall - forward, peak resident memory of the whole
 process tree (sampled every 50 ms), peak GPU memory where there is a GPU, and voxel agreement of the
-tumour mask with path a. Results: bench/results/<scenario>.json and bench/results/RESULTS.md.
+tumour mask with path a. Per scenario: the FLOPs of the case's forward passes (per member: FLOPs of one
+forward call counted on the meta device x tiles x folds x mirrored copies; the same work in every path),
+so each path's achieved throughput is FLOPs / forward time, with its fraction of the dense matmul peak
+measured by the driver in the same run (float16 on CUDA, float32 on a CPU; bench/throughput.py).
+Results: bench/results/<scenario>.json and bench/results/RESULTS.md.
 
 nnU-Net's stock loader imports the trainer class named in a checkpoint; the shipped specialists have
 custom trainer names, so paths a and b get copies of the model folders whose checkpoints name
@@ -116,20 +120,47 @@ def machine() -> dict:
     return info
 
 
-def summarise(name: str, results: dict[str, dict], info: dict) -> str:
+def scenario_costs(scenario: dict, device: str) -> dict:
+    """FLOPs of the scenario's forward passes (meta device, no forward runs) and the matmul peak, measured now."""
+    from panther_ensemble import Ensemble
+    from panther_ensemble.cpus import available_cpus
+    from throughput import matmul_peak
+    import torch
+
+    spec = {"version": 1, "task": scenario["task"], "members": [
+        {"name": m["name"], "model": m["folder"].lstrip("/"), "folds": m["folds"], "mirroring": m["mirroring"],
+         "tile_step_size": m["tile_step_size"]} for m in scenario["members"]]}
+    members = [c.as_dict() for c in Ensemble.from_spec(spec, "/", "cpu").costs(scenario["image"])]
+    torch.set_num_threads(available_cpus())
+    peak = matmul_peak(torch.device("cuda" if device == "cuda" else "cpu"))
+    return {"members": members, "case_tflop": sum(m["case_tflop"] for m in members), "peak": peak}
+
+
+def summarise(name: str, results: dict[str, dict], info: dict, costs: dict | None = None) -> str:
     lines = [f"### {name} ({info['date']}, {info['cpus']} CPUs{', ' + info['gpu'] if 'gpu' in info else ''}, "
              f"torch {info['torch']})", "",
-             f"{sc.SCENARIOS[name]['description']}", "",
-             "| path | wall s | forward s (calls) | overhead s | peak RSS MB | peak GPU MB | agreement with a |",
-             "|---|---|---|---|---|---|---|"]
+             f"{sc.SCENARIOS[name]['description']}", ""]
+    if costs:
+        peak = costs["peak"]
+        lines += ["FLOPs: " + "; ".join(f"{m['member']} {m['forward_gflop']:.2f} GFLOP per forward x {m['tiles']} "
+                                        f"tiles x {m['folds']} folds x {m['mirror_copies']} = {m['case_tflop']:.3f} "
+                                        f"TFLOP" for m in costs["members"])
+                  + f"; case {costs['case_tflop']:.3f} TFLOP. Measured {peak['dtype']} matmul peak "
+                    f"{peak['flops_per_s'] / 1e9:.1f} GFLOP/s.", ""]
+    lines += ["| path | wall s | forward s (calls) | overhead s | peak RSS MB | peak GPU MB | agreement with a | "
+              "forward GFLOP/s (of peak) |", "|---|---|---|---|---|---|---|---|"]
     for path, r in results.items():
         if "error" in r:
-            lines.append(f"| {path} | failed: {r['error']} | | | | | |")
+            lines.append(f"| {path} | failed: {r['error']} | | | | | | |")
             continue
         gpu = f"{r['peak_gpu_mb']:.0f}" if r.get("peak_gpu_mb") else "-"
         agree = f"{r['agreement_with_a']:.5f}" if r.get("agreement_with_a") is not None else "-"
+        achieved = "-"
+        if costs and r["forward_s"] > 0:
+            gflops = costs["case_tflop"] * 1e3 / r["forward_s"]
+            achieved = f"{gflops:.1f} ({100 * gflops * 1e9 / costs['peak']['flops_per_s']:.0f}%)"
         lines.append(f"| {path} | {r['wall_s']:.1f} | {r['forward_s']:.1f} ({r['forward_calls']}) | "
-                     f"{r['wall_s'] - r['forward_s']:.1f} | {r['peak_rss_mb']:.0f} | {gpu} | {agree} |")
+                     f"{r['wall_s'] - r['forward_s']:.1f} | {r['peak_rss_mb']:.0f} | {gpu} | {agree} | {achieved} |")
     ratios = []
     for path in ("c-faithful", "c-fast"):
         if all(p in results and "error" not in results[p] for p in ("a", "b", path)):
@@ -156,7 +187,8 @@ def drive(args) -> int:
     report = [f"# Benchmark results\n\nMachine: {json.dumps(info)}\n\nCommand: `{' '.join(sys.argv)}`\n"]
     for name in args.scenarios.split(","):
         print(f"== {name}: preparing", flush=True)
-        sc.prepare(name, work)
+        scenario = sc.prepare(name, work)
+        costs = scenario_costs(scenario, args.device)
         results: dict[str, dict] = {}
         for path in args.paths.split(","):
             print(f"== {name}: path {path}", flush=True)
@@ -168,8 +200,9 @@ def drive(args) -> int:
             for path, r in results.items():
                 if "error" not in r:
                     r["agreement_with_a"] = agreement(Path(results["a"]["mask"]), Path(r["mask"]))
-        (out_dir / f"{name}.json").write_text(json.dumps({"machine": info, "results": results}, indent=2))
-        report.append(summarise(name, results, info))
+        (out_dir / f"{name}.json").write_text(json.dumps({"machine": info, "costs": costs, "results": results},
+                                                         indent=2))
+        report.append(summarise(name, results, info, costs))
         print(report[-1], flush=True)
     (out_dir / ("RESULTS.md" if args.device == "cpu" else f"RESULTS-{args.device}.md")).write_text(
         "\n".join(report))

@@ -72,6 +72,21 @@ def test_replanning_uses_time_already_spent():
     assert p.mirroring_dropped == ("b",) and p.dropped == []
 
 
+@pytest.mark.parametrize("batches,expected", [
+    ([(4, 1.0), (8, 1.5), (10, 1.75)], 0.75 / 6),  # tiles batched 4, 4, 2: the first batch is the warm-up
+    ([(i, 0.1 * i) for i in range(1, 11)], 0.1),  # one tile per call
+    ([(10, 2.0)], 0.2),  # a single batch: everything counts
+])
+def test_measured_speed_replaces_the_calibration_with_batched_tiles(monkeypatch, batches, expected):
+    p, order = plan_with({"a": (10, 1.0)}, 100.0, {"a": 1.0})
+    clock = iter([0.0, 0.0] + [t for _, t in batches])  # should_run: re-plan, then the start
+    monkeypatch.setattr(budget.time, "perf_counter", lambda: next(clock))
+    assert p.should_run(order[0])
+    for done, _ in batches:
+        p.on_tile(order[0], done, 10)
+    assert p.costs["a"].seconds_per_forward == pytest.approx(expected / 16)  # 2 folds x 8 mirrored copies
+
+
 def test_engine_with_a_tiny_budget_runs_only_the_heaviest_member_unmirrored(models, mri_file, caplog):
     members = [{"name": "A", "model": "A", "folds": [0], "weight": 2.0},
                {"name": "B", "model": "B", "folds": [0], "weight": 1.0}]

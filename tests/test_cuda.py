@@ -109,3 +109,59 @@ def test_real_out_of_memory_falls_back_and_gives_the_same_mask(big_patch_models,
     assert "case: out of memory" in caplog.text
     assert 0.01 < reference.mean() < 0.99
     assert (got == reference).mean() > 0.999
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Forward settings on a real GPU (their logic is tested on the CPU in test_runtime.py / test_sliding_window.py)
+
+
+@pytest.mark.parametrize("forward", ["tiles=4", "channels_last,tiles=1", "channels_last,tiles=3"])
+def test_forward_settings_on_cuda_agree_with_one_tile_per_call(models, image, forward):
+    got = {}
+    for text in ("tiles=1", forward):
+        probabilities = {}
+        result = Engine(spec("fast"), models, Runtime.create("cuda", forward=text)).predict(
+            image, GEOMETRY, member_hook=lambda n, p, l: probabilities.__setitem__(n, p.cpu()))
+        got[text] = (result.mask, probabilities)
+    (mask_one, p_one), (mask_many, p_many) = got["tiles=1"], got[forward]
+    assert (mask_one == mask_many).mean() > 0.999  # float16 autocast: cuDNN may pick other kernels per batch
+    for name in p_one:
+        assert (p_one[name] - p_many[name]).abs().max().item() < 0.05
+
+
+def test_memory_policy_batches_tiles_on_a_real_gpu():
+    from panther_ensemble.runtime import Placement
+
+    runtime = Runtime.create("cuda")
+    cuda = torch.device("cuda", 0)
+    batched = Placement(cuda, cuda, batched=True)
+    assert runtime.tiles_per_batch(batched, "fast", lambda: 2**20) == runtime.forward.max_tiles
+    total = torch.cuda.get_device_properties(0).total_memory
+    # a tile as large as the whole device: one per call
+    assert runtime.tiles_per_batch(batched, "fast", lambda: total) == 1
+    torch.cuda.set_per_process_memory_fraction(0.5)
+    try:  # the per-process cap is what is left, not the device's free memory
+        assert runtime.tiles_per_batch(batched, "fast", lambda: int(0.2 * total)) == 1
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+
+
+def test_real_out_of_memory_with_batched_tiles_retries_one_tile_per_call_on_the_device(big_patch_models, caplog):
+    image = mf.synthetic_volume(shape=(60, 300, 300), seed=1)
+    geometry = Geometry((300, 300, 60), (1.5, 1.5, 3.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    single = parse_spec({"version": 1, "task": 1, "members": [{"name": "P", "model": "P", "folds": [0],
+                                                                 "mirroring": False}]})
+    reference = Engine(single, big_patch_models, Runtime.create("cpu")).predict(image, geometry).mask
+    engine = Engine(single, big_patch_models, Runtime.create("cuda", forward="tiles=64")).load()
+    torch.cuda.empty_cache()
+    total = torch.cuda.get_device_properties(0).total_memory
+    # room for the float32 accumulators (85 MB) and one tile at a time (tens of MB), not for 64 tiles per call
+    torch.cuda.set_per_process_memory_fraction((torch.cuda.memory_allocated() + 160 * 2**20) / total)
+    try:
+        with caplog.at_level(logging.WARNING):
+            got = engine.predict(image, geometry).mask
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+    assert "case: out of memory" in caplog.text and "one tile per call" in caplog.text
+    assert "accumulate on cpu" not in caplog.text
+    assert (got == reference).mean() > 0.999

@@ -108,3 +108,117 @@ def test_onednn_convolutions_match_the_stock_ones():
     assert (a - b).abs().max().item() < 1e-4 * a.abs().max().item()
     with torch.inference_mode():  # float16 input (or another device) falls back to the stock kernel
         assert fast.double()(x.double()).dtype == torch.float64
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Forward settings and tiles per forward call
+
+CUDA = torch.device("cuda", 0)
+GB = 10**9
+
+
+def test_forward_settings_text_form(monkeypatch):
+    from panther_ensemble.runtime import ForwardSettings
+
+    s = ForwardSettings.parse("channels_last, compile=max-autotune,tiles=2,autocast=bf16,cudnn-benchmark=0")
+    assert (s.channels_last, s.compile, s.tiles, s.autocast_dtype, s.cudnn_benchmark) == (
+        True, "max-autotune", 2, torch.bfloat16, False)
+    assert ForwardSettings.parse("") == ForwardSettings() and ForwardSettings().describe() == "defaults"
+    assert ForwardSettings.parse("tiles=auto,compile=1").compile == "default"
+    assert ForwardSettings.parse("autocast=fp32").autocast_dtype is None
+    for bad in ("channel_last", "tiles=-1", "channels_last=maybe", "compile=fastest", "autocast=int8"):
+        with pytest.raises(InputError, match="PANTHER_FORWARD"):
+            ForwardSettings.parse(bad)
+    monkeypatch.setenv("PANTHER_FORWARD", "tiles=3")
+    assert Runtime.create("cpu").forward.tiles == 3
+    assert Runtime.create("cpu", forward="tiles=2").forward.tiles == 2  # an explicit argument wins
+    assert Runtime.create("cpu", forward=ForwardSettings()).forward.tiles == 0
+
+
+def test_placements_try_batched_tiles_first_where_they_are_allowed():
+    from panther_ensemble.runtime import ForwardSettings
+
+    batched = Placement(CUDA, CUDA, batched=True)
+    assert Runtime(CUDA).placements() == [batched] + fallback_placements(CUDA)
+    assert Runtime(CUDA, forward=ForwardSettings(tiles=1)).placements() == fallback_placements(CUDA)
+    assert Runtime(CPU).placements() == [Placement(CPU, CPU)]  # the CPU policy is one tile per call
+    assert Runtime(CPU, forward=ForwardSettings(tiles=2)).placements() == [Placement(CPU, CPU, True),
+                                                                            Placement(CPU, CPU)]
+    assert "one tile per call" in str(Placement(CUDA, CPU)) and "tiles batched" in str(batched)
+
+
+def test_tiles_per_batch_fill_the_memory_left_up_to_the_cap():
+    from panther_ensemble.runtime import ForwardSettings
+
+    rt = Runtime(CUDA)
+    batched = Placement(CUDA, CUDA, batched=True)
+
+    def tiles(available, tile=GB, copies=1, reserved=0, mode="fast", placement=batched, runtime=rt):
+        return runtime.tiles_per_batch(placement, mode, lambda: tile, copies, reserved, available)
+
+    assert tiles(100 * GB) == 4  # capped
+    assert tiles(4 * GB) == 2  # 4 GB / (1 GB x 1.5)
+    assert tiles(4 * GB, reserved=2 * GB) == 1
+    assert tiles(4 * GB, copies=8) == 1  # mirrored copies ride in the same call
+    assert tiles(0) == 1  # never fewer than one
+    assert tiles(100 * GB, mode="faithful") == 1  # nnU-Net's calls, bit for bit
+    assert tiles(100 * GB, placement=Placement(CUDA, CUDA)) == 1  # the out-of-memory retry
+    assert tiles(100 * GB, runtime=Runtime(CUDA, forward=ForwardSettings(max_tiles=8))) == 8
+    assert tiles(GB, runtime=Runtime(CUDA, forward=ForwardSettings(tiles=3))) == 3  # fixed
+    assert tiles(100 * GB, placement=Placement(CPU, CPU, True), runtime=Runtime(CPU)) == 1  # CPU: measured
+    assert Runtime(CUDA).compute_dtype(CUDA) == torch.float16 and Runtime(CUDA).compute_dtype(CPU) == torch.float32
+    assert Runtime(CUDA, forward=ForwardSettings(autocast="fp32")).compute_dtype(CUDA) == torch.float32
+
+
+def test_out_of_memory_with_batched_tiles_retries_one_tile_per_call_first(models, mri_file, monkeypatch, caplog):
+    spec = parse_spec({"version": 1, "task": 1, "members": [{"name": "A", "model": "A", "folds": [0, 1],
+                                                                "mirroring": False}]})
+    image, geometry = read_image(mri_file)
+    expected = Engine(spec, models, Runtime.create("cpu")).predict(image, geometry).mask
+
+    real = engine_mod.predict_logits
+    seen = []
+
+    def flaky(*args, **kwargs):
+        seen.append(kwargs["tiles_per_batch"])
+        if kwargs["tiles_per_batch"] > 1:
+            raise torch.OutOfMemoryError("out of memory (injected)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine_mod, "predict_logits", flaky)
+    with caplog.at_level(logging.WARNING):
+        got = Engine(spec, models, Runtime.create("cpu", forward="tiles=3")).predict(image, geometry).mask
+    assert seen == [3, 1]
+    assert "case: out of memory" in caplog.text and "one tile per call" in caplog.text
+    assert np.array_equal(got, expected)
+
+
+def test_batched_tiles_give_the_same_mask_as_one_per_call(models, mri_file):
+    spec = parse_spec({"version": 1, "task": 1, "members": [{"name": "A", "model": "A", "folds": [0, 1],
+                                                                "mirroring": False}]})
+    image, geometry = read_image(mri_file)
+    one = Engine(spec, models, Runtime.create("cpu")).predict(image, geometry, keep_probabilities=True)
+    many = Engine(spec, models, Runtime.create("cpu", forward="tiles=4")).predict(image, geometry,
+                                                                                  keep_probabilities=True)
+    assert (one.probabilities - many.probabilities).abs().max().item() < 1e-5
+    assert (one.mask == many.mask).mean() > 0.9999
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+def test_channels_last_networks_agree_with_the_default_layout(onednn):
+    import copy
+
+    import modelfactory as mf
+    from panther_ensemble.runtime import ForwardSettings
+
+    plans = mf.make_plans(patch_size=(16, 32, 32), architecture=mf.resenc_unet_arch(features=(4, 8, 16)))
+    torch.manual_seed(1)
+    reference = mf.build_network(plans, mf.make_dataset_json()).eval()
+    network = Runtime(CPU, forward=ForwardSettings(channels_last=True, onednn=onednn)).prepare_network(
+        copy.deepcopy(reference))
+    conv = next(m for m in network.modules() if isinstance(m, torch.nn.Conv3d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    x = torch.randn(2, 1, 16, 32, 32)
+    with torch.inference_mode():
+        a, b = reference(x), network(x)
+    assert (a - b).abs().max().item() < 1e-4 * a.abs().max().item()

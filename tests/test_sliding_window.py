@@ -80,6 +80,54 @@ def test_fp32_accumulation_and_batched_mirrors_agree_with_reference():
     assert (full.argmax(0) == half.float().argmax(0)).float().mean() > 0.99
 
 
+@pytest.mark.parametrize("mirror,batch_mirrors,tiles_per_batch", [(None, False, 4), ((1, 2), False, 7),
+                                                                  ((1, 2), True, 4), (None, False, 100)])
+def test_tile_batches_equal_one_tile_per_call(mirror, batch_mirrors, tiles_per_batch):
+    """Fast mode (float32, one accumulator for all folds), oneDNN convolutions (whose kernels may round a
+    batch differently): several tiles per forward call give batch 1's logits within float32 tolerance."""
+    from panther_ensemble.runtime import use_onednn_convolutions
+
+    plans = mf.make_plans(patch_size=(8, 32, 32))
+    nets = make_networks(plans, 2, seed=9)
+    for net in nets:
+        use_onednn_convolutions(net)
+    data = torch.from_numpy(np.random.default_rng(4).normal(size=(1, 13, 50, 47)).astype(np.float32))
+    n = len(tile_slicers((13, 50, 47), (8, 32, 32), 0.5))
+    assert n == 18  # batches of 4 and 7 leave a ragged last batch; 100 makes one batch
+    seen = []
+    one = predict_logits(data, nets, 3, (8, 32, 32), 0.5, mirror, accumulate_dtype=torch.float32,
+                         batch_mirrors=batch_mirrors)
+    many = predict_logits(data, nets, 3, (8, 32, 32), 0.5, mirror, accumulate_dtype=torch.float32,
+                          batch_mirrors=batch_mirrors, tiles_per_batch=tiles_per_batch,
+                          on_tile=lambda d, t: seen.append(d))
+    assert many.dtype == torch.float32 and many.shape == one.shape
+    assert (many - one).abs().max().item() <= 1e-5 * one.abs().max().item()
+    assert seen == [min(n, b) for b in range(tiles_per_batch, n + tiles_per_batch, tiles_per_batch)]
+
+
+def test_tile_batches_in_half_precision_per_fold_equal_batch_one():
+    """nnU-Net's float16 per-fold accumulation with tiles batched: the same additions in the same order, equal
+    within float16 rounding. Not bit for bit: even PyTorch's stock CPU convolution rounds a batch of tiles
+    differently from single tiles (measured), which is why faithful mode keeps one tile per call
+    (runtime.Runtime.tiles_per_batch) and stays bit-identical to nnU-Net."""
+    from panther_ensemble.runtime import use_onednn_convolutions
+
+    plans = mf.make_plans(patch_size=(8, 32, 32))
+    nets = make_networks(plans, 2, seed=11)
+    for net in nets:
+        use_onednn_convolutions(net)
+    data = torch.from_numpy(np.random.default_rng(5).normal(size=(1, 12, 40, 45)).astype(np.float32))
+    one = predict_logits(data, nets, 3, (8, 32, 32), 0.5, (0,), accumulate_dtype=torch.float16)
+    many = predict_logits(data, nets, 3, (8, 32, 32), 0.5, (0,), accumulate_dtype=torch.float16,
+                          tiles_per_batch=4)
+    assert (many.float() - one.float()).abs().max().item() <= 2e-3 * one.float().abs().max().item()
+
+
+def test_tiles_per_batch_must_be_positive():
+    with pytest.raises(ValueError, match="tiles_per_batch"):
+        predict_logits(torch.zeros((1, 8, 32, 32)), [lambda x: x], 1, (8, 32, 32), tiles_per_batch=0)
+
+
 def test_2d_configuration_matches_nnunet():
     plans = mf.make_plans(spacing=(1.5, 1.5), patch_size=(32, 32), architecture=mf.plain_unet_arch_2d())
     torch.manual_seed(3)

@@ -64,19 +64,21 @@ class Ensemble:
     """A validated spec, its model folders and a runtime; networks are loaded on first use and kept."""
 
     def __init__(self, spec: EnsembleSpec, weights_root: Path | str, device: str = "auto",
-                 threads: int | None = None):
+                 threads: int | None = None, forward: Any = None):
+        """`forward`: how the networks' forward passes run (runtime.ForwardSettings or its text form, e.g.
+        "channels_last,tiles=2"); None: $PANTHER_FORWARD, else the measured defaults."""
         from .inference.engine import Engine  # torch and the networks: only when an ensemble is made
         from .runtime import Runtime
 
         self.spec = spec
         self.weights_root = Path(weights_root)
-        self.runtime = Runtime.create(device, threads)
+        self.runtime = Runtime.create(device, threads, forward)
         self.runtime.configure_torch()
         self._engine = Engine(spec, self.weights_root, self.runtime)  # checks every model folder now
 
     @classmethod
     def from_spec(cls, spec: EnsembleSpec | Mapping[str, Any] | str | Path, weights_root: Path | str,
-                  device: str = "auto", threads: int | None = None) -> "Ensemble":
+                  device: str = "auto", threads: int | None = None, forward: Any = None) -> "Ensemble":
         """`spec`: an EnsembleSpec, its JSON as a dict, or a path to the JSON file."""
         if isinstance(spec, EnsembleSpec):
             parsed = spec
@@ -84,14 +86,14 @@ class Ensemble:
             parsed = parse_spec(dict(spec), "<spec>")
         else:
             parsed = load_spec(spec)
-        return cls(parsed, weights_root, device, threads)
+        return cls(parsed, weights_root, device, threads, forward)
 
     @classmethod
     def for_task(cls, task: int, weights_root: Path | str | None = None, device: str = "auto",
-                 app_root: Path | str | None = None, threads: int | None = None) -> "Ensemble":
+                 app_root: Path | str | None = None, threads: int | None = None, forward: Any = None) -> "Ensemble":
         """The shipped ensemble of a task: resources/task<N>.json and the default weights root."""
         spec_path, default_root = default_paths(task, app_root)
-        return cls.from_spec(spec_path, weights_root or default_root, device, threads)
+        return cls.from_spec(spec_path, weights_root or default_root, device, threads, forward)
 
     @property
     def device(self):
@@ -116,6 +118,13 @@ class Ensemble:
         """{member name: PreprocessPlan} of the members that run (weight > 0); loads the networks on first use."""
         self._engine.load()
         return {m.name: m.preprocess_plan for m in self._engine.members if m.spec.weight > 0}
+
+    def costs(self, image) -> list:
+        """Per member, for this image (same inputs as `segment`): FLOPs and activation memory of one forward
+        call, tiles, folds, mirrored copies and FLOPs of the whole case (inference.forward_cost.MemberCost;
+        `.as_dict()` for reports). Counted on the meta device: no forward pass runs."""
+        array, geometry = _as_array(image)
+        return self._engine.member_costs(array, geometry.spacing_zyx)
 
     def segment(self, image, *, probabilities: bool = False, on_member: MemberCallback | None = None,
                 name: str | Path | None = None) -> Segmentation:

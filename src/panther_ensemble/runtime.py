@@ -1,5 +1,5 @@
-"""Where and how the work runs: device, CPU threads, precision, accumulator dtypes, out-of-memory fallback,
-timings and memory.
+"""Where and how the work runs: device, CPU threads, precision, accumulator dtypes, how the networks' forward
+passes run (`ForwardSettings`), tiles per forward call, out-of-memory fallback, timings and memory.
 
 The only module that decides devices, dtypes and mixed precision or catches out-of-memory errors: a
 `Runtime` is made once per ensemble and the engine asks it; the stage modules take devices, dtypes and
@@ -12,11 +12,12 @@ injected).
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import sys
 import time
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Callable, Iterator, TypeVar
 
 import torch
@@ -41,16 +42,91 @@ def choose_device(requested: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+FORWARD_ENV = "PANTHER_FORWARD"  # like nnU-Net's nnUNet_compile: forward settings without code changes
+# A forward pass's memory on the GPU over the meta-device count of its activations (forward_cost.py): 1.39
+# measured on the H200 for ResEnc-L at 160 x 192 x 256 under float16 autocast (3.75 GB used beyond weights
+# and case tensors vs 2.69 GB counted: cuDNN workspaces, autocast's float16 copies of the weights); rounded up.
+TILE_MEMORY_FACTOR = 1.5
+_AUTOCAST = {"float16": torch.float16, "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float32": None, "fp32": None, "none": None}
+
+
+@dataclass(frozen=True)
+class ForwardSettings:
+    """How the networks' forward passes run: every lever of bench/README.md's "Forward efficiency" section,
+    with the default its measurement chose. `parse` reads the text form used by `PANTHER_FORWARD`,
+    `Runtime.create(forward=...)` and the benchmarks: comma-separated `key=value` or bare `key` (true),
+    e.g. "channels_last,compile=max-autotune,tiles=2,autocast=bf16".
+    """
+
+    autocast: str = "float16"  # CUDA autocast dtype: float16 (tensor cores on every GPU, the T4 included), bfloat16
+    #                            (not on a T4), float32 (none); the CPU always computes in float32
+    tiles: int = 0  # tiles per forward call in fast mode: 0 = the memory policy (CUDA) or 1 (CPU); n = fixed
+    max_tiles: int = 4  # the memory policy's cap
+    channels_last: bool = False  # channels_last_3d weights, so convolutions run and return NDHWC
+    compile: str = "none"  # torch.compile mode: none, default, reduce-overhead (CUDA graphs), max-autotune
+    cudnn_benchmark: bool = True  # cuDNN autotuning (the first tile of each shape pays for the search)
+    onednn: bool = True  # CPU: Conv3d through oneDNN instead of PyTorch's slow_conv3d
+
+    @classmethod
+    def parse(cls, text: str | None) -> "ForwardSettings":
+        return cls().updated(text)
+
+    def updated(self, text: str | None) -> "ForwardSettings":
+        known = {f.name: f.type for f in fields(self)}
+        changes: dict = {}
+        for item in filter(None, (part.strip() for part in (text or "").split(","))):
+            key, _, value = item.partition("=")
+            key = key.strip().replace("-", "_")
+            if key not in known:
+                raise InputError(FORWARD_ENV, f"unknown forward setting {key!r} (known: {', '.join(known)})")
+            changes[key] = _setting_value(key, known[key], value.strip() if _ else "1")
+        return replace(self, **changes)
+
+    def describe(self) -> str:
+        default = ForwardSettings()
+        diff = [f"{f.name}={getattr(self, f.name)}" for f in fields(self) if getattr(self, f.name) != getattr(default, f.name)]
+        return ",".join(diff) or "defaults"
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return _AUTOCAST[self.autocast]
+
+
+def _setting_value(key: str, kind: str, value: str):
+    if kind == "bool":
+        if value.lower() not in ("1", "0", "true", "false", "t", "f", "yes", "no", "on", "off"):
+            raise InputError(FORWARD_ENV, f"{key} must be true or false, got {value!r}")
+        return value.lower() in ("1", "true", "t", "yes", "on")
+    if kind == "int":
+        number = 0 if value == "auto" else int(value) if value.isdigit() else -1
+        if number < 0:
+            raise InputError(FORWARD_ENV, f"{key} must be a whole number >= 0 (or auto), got {value!r}")
+        return number
+    if key == "autocast" and value.lower() not in _AUTOCAST:
+        raise InputError(FORWARD_ENV, f"autocast must be one of {', '.join(_AUTOCAST)}, got {value!r}")
+    if key == "compile":
+        value = {"1": "default", "true": "default", "0": "none", "false": "none"}.get(value.lower(), value)
+        if value not in ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
+            raise InputError(FORWARD_ENV, f"compile must be none or a torch.compile mode, got {value!r}")
+    return value.lower()
+
+
 @dataclass(frozen=True)
 class Runtime:
     """Every device, precision and memory decision of one ensemble's runs."""
 
     device: torch.device
     threads: int = 1
+    forward: ForwardSettings = field(default_factory=ForwardSettings)
 
     @classmethod
-    def create(cls, requested: str = "auto", threads: int | None = None) -> "Runtime":
-        return cls(choose_device(requested), int(threads or available_cpus()))
+    def create(cls, requested: str = "auto", threads: int | None = None,
+               forward: ForwardSettings | str | None = None) -> "Runtime":
+        """`forward`: settings, their text form, or None for $PANTHER_FORWARD (unset: the defaults)."""
+        if not isinstance(forward, ForwardSettings):
+            forward = ForwardSettings.parse(os.environ.get(FORWARD_ENV) if forward is None else forward)
+        return cls(choose_device(requested), int(threads or available_cpus()), forward)
 
     def configure_torch(self) -> None:
         """Process-wide torch settings for this runtime: CPU threads (a container sees the host's cores, not
@@ -58,16 +134,20 @@ class Runtime:
         if self.device.type == "cpu":
             torch.set_num_threads(self.threads)
         else:
-            torch.backends.cudnn.benchmark = True
+            torch.backends.cudnn.benchmark = self.forward.cudnn_benchmark
 
     def placements(self) -> list["Placement"]:
-        return fallback_placements(self.device)
+        return fallback_placements(self.device, batched=self._may_batch())
 
     def autocast(self, compute: torch.device) -> AbstractContextManager:
         """nnU-Net's mixed precision: float16 autocast for the networks on CUDA, plain float32 on the CPU."""
+        dtype = self.compute_dtype(compute)
+        return torch.autocast("cuda", dtype=dtype) if dtype != torch.float32 else nullcontext()
+
+    def compute_dtype(self, compute: torch.device) -> torch.dtype:
         if compute.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.float16)
-        return nullcontext()
+            return self.forward.autocast_dtype or torch.float32
+        return torch.float32
 
     def batch_mirrors(self, compute: torch.device) -> bool:
         """All mirrored copies of a tile in one forward call: faster on a GPU, no gain on a CPU."""
@@ -78,9 +158,41 @@ class Runtime:
         """faithful: nnU-Net's float16 accumulators (its rounding, bit for bit); fast: float32."""
         return torch.float16 if resampling_mode == "faithful" else torch.float32
 
-    def prepare_network(self, network: torch.nn.Module) -> None:
-        if self.device.type == "cpu":
+    def tiles_per_batch(self, placement: "Placement", resampling_mode: str, tile_bytes: Callable[[], int],
+                        mirror_copies: int = 1, reserved_bytes: int = 0, available_bytes: int | None = None) -> int:
+        """Tiles per forward call. faithful: 1, as nnU-Net (kernels round a batch differently, so only one tile
+        per call keeps its bit-exactness on the CPU). fast: a fixed `tiles` setting, else on CUDA as many as
+        fit in the memory left (`available_bytes`, default measured, less `reserved_bytes` for the
+        accumulators still to come) at `tile_bytes()` (one tile's activations, forward_cost.py) x
+        TILE_MEMORY_FACTOR x the mirrored copies batched with it, capped at `max_tiles`; on the CPU 1
+        (measured: no gain, bench/README.md). 1 on a fallback placement."""
+        if not placement.batched or resampling_mode == "faithful":
+            return 1
+        if self.forward.tiles:
+            return self.forward.tiles
+        if placement.compute.type != "cuda":
+            return 1
+        copies = mirror_copies if self.batch_mirrors(placement.compute) else 1
+        per_tile = max(1, int(tile_bytes() * TILE_MEMORY_FACTOR * copies))
+        if available_bytes is None:
+            available_bytes = available_device_bytes(placement.compute)
+        fit = (available_bytes - reserved_bytes) // per_tile
+        return int(max(1, min(self.forward.max_tiles, fit)))
+
+    def _may_batch(self) -> bool:
+        return self.forward.tiles > 1 or (self.forward.tiles == 0 and self.device.type == "cuda")
+
+    def prepare_network(self, network: torch.nn.Module) -> torch.nn.Module:
+        """The network as the forward settings want it (returned: compiling wraps it in a new module). Under
+        torch.compile the oneDNN override is left out: dynamo cannot trace `torch.mkldnn_convolution` (no fake
+        tensor kernel; measured, bench/README.md), and inductor picks its own convolution kernels."""
+        if self.device.type == "cpu" and self.forward.onednn and self.forward.compile == "none":
             use_onednn_convolutions(network)
+        if self.forward.channels_last:
+            network.to(memory_format=torch.channels_last_3d)
+        if self.forward.compile != "none":
+            network = torch.compile(network, mode=self.forward.compile)
+        return network
 
     def place(self, name: str, move: Callable[[torch.device], object]) -> torch.device:
         """Move a member's weights to the compute device; in host memory when they do not fit there."""
@@ -94,6 +206,17 @@ class Runtime:
         move(torch.device("cpu"))
         log.warning("member %s: weights do not fit on %s; kept in host memory and moved per case", name, self.device)
         return torch.device("cpu")
+
+
+def available_device_bytes(device: torch.device) -> int:
+    """Memory this process can still allocate on a CUDA device: free device memory plus what the caching
+    allocator holds unused, within `torch.cuda.set_per_process_memory_fraction`'s cap."""
+    free, total = torch.cuda.mem_get_info(device)
+    allocated = torch.cuda.memory_allocated(device)
+    unused = torch.cuda.memory_reserved(device) - allocated
+    fraction = torch.cuda.get_per_process_memory_fraction(device) if hasattr(
+        torch.cuda, "get_per_process_memory_fraction") else 1.0
+    return int(min(free + unused, fraction * total - allocated))
 
 
 def use_onednn_convolutions(network: torch.nn.Module) -> int:
@@ -115,8 +238,11 @@ def _onednn_forward(conv: torch.nn.Conv3d):
     def forward(x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu" or x.dtype != torch.float32 or conv.weight.device.type != "cpu":
             return torch.nn.Conv3d.forward(conv, x)  # moved elsewhere or another dtype: the stock path
-        return torch.mkldnn_convolution(x.contiguous(), conv.weight, conv.bias, conv.padding, conv.stride,
-                                        conv.dilation, conv.groups)
+        channels_last = not conv.weight.is_contiguous() and conv.weight.is_contiguous(
+            memory_format=torch.channels_last_3d)  # the forward settings' channels_last: keep NDHWC
+        x = x.contiguous(memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)
+        return torch.mkldnn_convolution(x, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation,
+                                        conv.groups)
 
     return forward
 
@@ -135,21 +261,26 @@ def free_device_memory(device: torch.device) -> None:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where one member's prediction runs: networks and tiles on `compute`, accumulators on `accumulate`."""
+    """Where one member's prediction runs: networks and tiles on `compute`, accumulators on `accumulate`;
+    `batched`: several tiles per forward call allowed (Runtime.tiles_per_batch), else one."""
 
     compute: torch.device
     accumulate: torch.device
+    batched: bool = False
 
     def __str__(self) -> str:
-        return f"compute on {self.compute}, accumulate on {self.accumulate}"
+        return f"compute on {self.compute}, accumulate on {self.accumulate}" + (
+            ", tiles batched" if self.batched else ", one tile per call")
 
 
-def fallback_placements(device: torch.device) -> list[Placement]:
-    """Placements to try in order: all on the device; accumulators in host memory; all on the CPU."""
+def fallback_placements(device: torch.device, batched: bool = False) -> list[Placement]:
+    """Placements to try in order: (with `batched`: all on the device, several tiles per call;) all on the
+    device; accumulators in host memory; all on the CPU."""
     cpu = torch.device("cpu")
+    first = [Placement(device, device, batched=True)] if batched else []
     if device.type == "cpu":
-        return [Placement(cpu, cpu)]
-    return [Placement(device, device), Placement(device, cpu), Placement(cpu, cpu)]
+        return first + [Placement(cpu, cpu)]
+    return first + [Placement(device, device), Placement(device, cpu), Placement(cpu, cpu)]
 
 
 def run_with_fallback(what: str, placements: list[Placement], fn: Callable[[Placement], T]) -> T:

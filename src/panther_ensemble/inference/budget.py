@@ -83,8 +83,8 @@ class BudgetPlan:
     mirroring_dropped: tuple[str, ...] = ()
     begun: list[str] = field(default_factory=list)
     _overhead_s: list[float] = field(default_factory=list)
-    _last_tile: float = 0.0
-    _tile_times: list[float] = field(default_factory=list)
+    _member_start: float = 0.0
+    _first_batch: tuple[int, float] | None = None  # (tiles done, time) when the first batch of tiles ended
 
     def mirror_axes(self, member: Member):
         return None if member.name in self.mirroring_dropped else member.mirror_axes
@@ -96,20 +96,22 @@ class BudgetPlan:
         if member.name in self.dropped:
             return False
         self.begun.append(member.name)
-        self._last_tile = time.perf_counter()
-        self._tile_times = []
+        self._member_start = time.perf_counter()
+        self._first_batch = None
         return True
 
     def on_tile(self, member: Member, done: int, total: int) -> None:
+        """Called after every batch of tiles (one or several tiles per forward call)."""
         if self.budget_s is None:
             return
         now = time.perf_counter()
-        self._tile_times.append(now - self._last_tile)
-        self._last_tile = now
+        if done < total and self._first_batch is None:
+            self._first_batch = (done, now)
         if done == total:
-            # measured speed replaces the calibration (the first tile is a warm-up when there are others)
-            times = self._tile_times[1:] or self._tile_times
-            self.costs[member.name].seconds_per_forward = float(np.median(times)) / self._forwards(member)
+            # measured speed replaces the calibration (the first batch is a warm-up when there are others)
+            first_done, since = self._first_batch or (0, self._member_start)
+            seconds_per_tile = (now - since) / (total - first_done)
+            self.costs[member.name].seconds_per_forward = seconds_per_tile / self._forwards(member)
 
     def member_done(self, member: Member, seconds_outside_networks: float) -> None:
         self._overhead_s.append(seconds_outside_networks)

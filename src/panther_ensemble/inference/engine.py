@@ -34,10 +34,11 @@ from ..runtime import Placement, Runtime, StageLog, TileProgress, run_with_fallb
 from ..spec import EnsembleSpec
 from . import budget as budget_mod
 from .ensemble import WeightedProbabilities, common_label_space, decide, label_mask
+from .forward_cost import ForwardCost, MemberCost, member_forward_cost
 from .members import Member, ModelFolder, check_member_files, load_member
 from .postprocess import postprocess
 from .preprocess import Preprocessed, preprocess, to_image_grid
-from .sliding_window import gaussian_importance_map, predict_logits
+from .sliding_window import gaussian_importance_map, mirror_combinations, predict_logits
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class Engine:
         self.device = runtime.device
         self._gaussians: dict[tuple, torch.Tensor] = {}
         self._matrices: dict[tuple, np.ndarray] = {}
+        self._forward_costs: dict[str, ForwardCost] = {}
         self.folders: list[ModelFolder] = [check_member_files(m, self.weights_root, spec) for m in spec.members]
         self.labels = common_label_space([f.label_names for f in self.folders])
         tumour_weight = sum(m.weight * m.class_weights.get(spec.tumor_label, 1.0) for m in spec.members)
@@ -78,8 +80,7 @@ class Engine:
             return self
         for member_spec, folder in zip(self.spec.members, self.folders):
             member = load_member(member_spec, folder, torch.device("cpu"))
-            for network in member.networks:
-                self.runtime.prepare_network(network)
+            member.networks = [self.runtime.prepare_network(network) for network in member.networks]
             self.runtime.place(member.name, member.to)
             self.members.append(member)
         return self
@@ -154,11 +155,41 @@ class Engine:
         return CaseResult(tumor.astype(np.uint8), self.labels, probabilities if keep_probabilities else None,
                           stages, tuple(accumulator.members), plan.mirroring_dropped, tuple(plan.dropped))
 
+    def forward_cost(self, member: Member) -> ForwardCost:
+        """FLOPs and activation memory of one forward call of the member's network (counted once, on the
+        meta device)."""
+        if member.name not in self._forward_costs:
+            self._forward_costs[member.name] = member_forward_cost(member)
+        return self._forward_costs[member.name]
+
+    def member_costs(self, image: np.ndarray, spacing_zyx) -> list[MemberCost]:
+        """Per member: forward cost, tiles on this image, folds, mirrored copies (as the spec says)."""
+        self.load()
+        return [MemberCost(m.name, self.forward_cost(m), budget_mod.tile_count(m, image, spacing_zyx),
+                           len(m.networks), len(mirror_combinations(m.mirror_axes)))
+                for m in self.members if m.spec.weight > 0]
+
+    def _tiles_per_batch(self, member: Member, pre: Preprocessed, plan: "budget_mod.BudgetPlan",
+                         placement: Placement) -> int:
+        runtime = self.runtime
+        spatial = [max(s, p) for s, p in zip(pre.data.shape[1:], member.patch_size)]
+        # float32 accumulators for all classes and the weight sum, allocated after this decision
+        on_device = placement.accumulate == placement.compute
+        reserved = (len(member.label_names) + 1) * 4 * int(np.prod(spatial)) if on_device else 0
+        tiles = runtime.tiles_per_batch(
+            placement, member.spec.resampling,
+            lambda: self.forward_cost(member).activation_bytes_for(runtime.compute_dtype(placement.compute)),
+            len(mirror_combinations(plan.mirror_axes(member))), reserved)
+        if tiles > 1:
+            log.info("member %s: %d tiles per forward call", member.name, tiles)
+        return tiles
+
     def _predict_member(self, member: Member, pre: Preprocessed, plan: "budget_mod.BudgetPlan",
                         placement: Placement) -> torch.Tensor:
         runtime = self.runtime
         dtype = runtime.accumulate_dtype(member.spec.resampling)
         with _resident(member, placement.compute), runtime.autocast(placement.compute):
+            tiles_per_batch = self._tiles_per_batch(member, pre, plan, placement)  # weights in place: counted
             progress = TileProgress(f"predict {member.name}")
             return predict_logits(
                 pre.data.to(placement.compute), member.networks, len(member.label_names), member.patch_size,
@@ -167,6 +198,7 @@ class Engine:
                 batch_mirrors=runtime.batch_mirrors(placement.compute),
                 importance_map=self._gaussian(member.patch_size, dtype, placement.accumulate),
                 on_tile=lambda done, total: (progress(done, total), plan.on_tile(member, done, total)),
+                tiles_per_batch=tiles_per_batch,
             )
 
     def _gaussian(self, patch_size, dtype: torch.dtype, device: torch.device) -> torch.Tensor:

@@ -70,13 +70,16 @@ def mirror_combinations(mirror_axes: Sequence[int] | None) -> list[tuple[int, ..
     return [()] + [c for i in range(len(axes)) for c in itertools.combinations(axes, i + 1)]
 
 
-def predict_tile(network: Network, x: torch.Tensor, flips: list[tuple[int, ...]], batch_mirrors: bool) -> torch.Tensor:
-    """Network logits for one tile, averaged over mirrored copies in nnU-Net's summation order."""
+def predict_tiles(network: Network, x: torch.Tensor, flips: list[tuple[int, ...]], batch_mirrors: bool) -> torch.Tensor:
+    """Network logits for a batch of tiles (n, channels, *patch), each averaged over its mirrored copies in
+    nnU-Net's summation order. Every operation is elementwise per tile, so a tile's result depends on the
+    others only through the network's own kernels (which may pick other algorithms for another batch size)."""
+    n = x.shape[0]
     if batch_mirrors and len(flips) > 1:
         outputs = network(torch.cat([torch.flip(x, f) if f else x for f in flips]))
-        prediction = outputs[0:1].clone()
+        prediction = outputs[0:n].clone()
         for i, f in enumerate(flips[1:], start=1):
-            prediction += torch.flip(outputs[i:i + 1], f)
+            prediction += torch.flip(outputs[i * n:(i + 1) * n], f)
     else:
         prediction = network(x)
         for f in flips[1:]:
@@ -84,6 +87,11 @@ def predict_tile(network: Network, x: torch.Tensor, flips: list[tuple[int, ...]]
     if len(flips) > 1:
         prediction /= len(flips)
     return prediction
+
+
+def predict_tile(network: Network, x: torch.Tensor, flips: list[tuple[int, ...]], batch_mirrors: bool) -> torch.Tensor:
+    """One tile (1, channels, *patch): `predict_tiles` with a batch of one."""
+    return predict_tiles(network, x, flips, batch_mirrors)
 
 
 @torch.inference_mode()
@@ -100,14 +108,20 @@ def predict_logits(
     batch_mirrors: bool = False,
     importance_map: torch.Tensor | None = None,
     on_tile: TileCallback | None = None,
+    tiles_per_batch: int = 1,
 ) -> torch.Tensor:
     """Fold-averaged logits (num_classes, *image.shape[1:]) for `image` (channels, *spatial).
 
     Tiles are cut from `image` on its own device (the compute device); the networks must live there too.
     Accumulators live on `accumulate_device` (default: the compute device). `batch_mirrors` runs all
-    mirrored copies of a tile as one batch. `importance_map`: the Gaussian for this patch, dtype and
-    accumulator device, when the caller keeps one (else it is computed here).
+    mirrored copies of a tile as one batch. `tiles_per_batch` tiles go through each network in one call
+    (times the mirrored copies when batched); each tile is then weighted and added exactly as with one tile
+    per call, in tile order, so only the networks' own kernels can tell the two apart. `importance_map`:
+    the Gaussian for this patch, dtype and accumulator device, when the caller keeps one (else it is
+    computed here). `on_tile(done, total)` is called after every batch of tiles.
     """
+    if tiles_per_batch < 1:
+        raise ValueError(f"tiles_per_batch must be at least 1, got {tiles_per_batch}")
     compute_device = image.device
     accumulate_device = accumulate_device or compute_device
 
@@ -128,27 +142,32 @@ def predict_logits(
                     for _ in range(n_acc)]
     weight_sum = torch.zeros(spatial, dtype=weight_dtype, device=accumulate_device)
 
-    for t, sl in enumerate(slicers):
-        target = (slice(None), *sl)
-        x = data[target][None].contiguous()
-        if per_fold:  # nnU-Net's rounding: every fold weighted and added on its own
+    for first in range(0, len(slicers), tiles_per_batch):
+        batch = slicers[first:first + tiles_per_batch]
+        targets = [(slice(None), *sl) for sl in batch]
+        x = torch.stack([data[target] for target in targets])
+        if per_fold:  # nnU-Net's rounding: every fold weighted and added on its own, tiles in order
             for f, network in enumerate(networks):
-                prediction = predict_tile(network, x, flips, batch_mirrors)[0].to(accumulate_device)
-                if gaussian is not None:
-                    prediction *= gaussian
-                accumulators[f][target] += prediction
+                predictions = predict_tiles(network, x, flips, batch_mirrors)
+                for target, prediction in zip(targets, predictions):
+                    prediction = prediction.to(accumulate_device)
+                    if gaussian is not None:
+                        prediction *= gaussian
+                    accumulators[f][target] += prediction
         else:  # folds summed on the tile first: one weighting and one strided add per tile
-            tile_sum = None
+            tile_sums = None
             for network in networks:
-                prediction = predict_tile(network, x, flips, batch_mirrors)[0]
-                tile_sum = prediction.float() if tile_sum is None else tile_sum.add_(prediction)
-            tile_sum = tile_sum.to(accumulate_device)
+                predictions = predict_tiles(network, x, flips, batch_mirrors)
+                tile_sums = predictions.float() if tile_sums is None else tile_sums.add_(predictions)
+            tile_sums = tile_sums.to(accumulate_device)
             if gaussian is not None:
-                tile_sum *= gaussian
-            accumulators[0][target] += tile_sum
-        weight_sum[sl] += gaussian if gaussian is not None else 1
+                tile_sums *= gaussian
+            for target, tile_sum in zip(targets, tile_sums):
+                accumulators[0][target] += tile_sum
+        for sl in batch:
+            weight_sum[sl] += gaussian if gaussian is not None else 1
         if on_tile is not None:
-            on_tile(t + 1, len(slicers))
+            on_tile(first + len(batch), len(slicers))
 
     if per_fold:
         # nnU-Net: each fold divided by the weight sum, fold results summed, then divided by the fold count
