@@ -131,6 +131,23 @@ def _read_itk(path: Path) -> sitk.Image:
     return image
 
 
+def read_geometry(path: Path | str) -> Geometry:
+    """The geometry of a 3D image file from its header alone (no voxel data read)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such image file")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InputError(path, f"cannot read image ({_first_itk_line(exc)})") from None
+    if reader.GetDimension() != 3:
+        raise InputError(path, f"expected a 3D image, got {reader.GetDimension()}D of size {reader.GetSize()}")
+    return Geometry(tuple(reader.GetSize()), tuple(reader.GetSpacing()), tuple(reader.GetOrigin()),
+                    tuple(reader.GetDirection()))
+
+
 def read_image(path: Path | str) -> tuple[np.ndarray, Geometry]:
     """One 3D scalar image as float32 (z, y, x) plus its geometry; refuses anything else with one line."""
     path = Path(path)
