@@ -86,8 +86,10 @@ def intensity_window(image: np.ndarray) -> tuple[float, float]:
 
 
 def _axis_pixels(n_vox: int, spacing: float, mm_per_px: float, flip: bool) -> np.ndarray:
+    """Voxel index per pixel: the axis' field of view split evenly into its pixels (each showing the voxel
+    under its centre); the pixel count keeps the common scale `mm_per_px` to within half a pixel."""
     n_px = max(1, int(round(n_vox * spacing / mm_per_px)))
-    index = np.minimum(((np.arange(n_px) + 0.5) * mm_per_px / spacing).astype(int), n_vox - 1)
+    index = np.minimum(((np.arange(n_px) + 0.5) * n_vox / n_px).astype(int), n_vox - 1)
     return index[::-1].copy() if flip else index
 
 
