@@ -88,6 +88,7 @@ def timed(cmd: list[str], log: Path) -> tuple[float, float]:
 
 
 def run_per_process(cases: list[dict], out: Path, device: str) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
     walls, cpus = [], []
     for case in cases:
         target = out / case["id"]

@@ -67,8 +67,9 @@ def wait_for(predicate, timeout: float, what: str, cluster):
 def test_array_of_three_over_nine_cases_with_a_killed_task(cluster, models, tmp_path):
     cases = tmp_path / "cases"
     cases.mkdir()
-    for k in range(9):
-        sitk.WriteImage(mf.synthetic_mri(shape=(16, 64, 64), seed=k), str(cases / f"p{k}.mha"))
+    for k in range(9):  # task 1 gets p1, p4, p7: after the small p1, p4 takes long enough to be killed in
+        shape = (16, 64, 64) if k in (4, 7) else (12, 40, 44)
+        sitk.WriteImage(mf.synthetic_mri(shape=shape, seed=k), str(cases / f"p{k}.mha"))
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps(SPEC))
     out = tmp_path / "out"
