@@ -293,3 +293,18 @@ def test_bad_shard_and_bad_spec_are_one_line_errors(tmp_path, models, cohort, sp
     proc = predict(cohort / "case_00.mha", "-o", tmp_path / "o", spec_path=bad, models=models)
     assert proc.returncode == 2 and "model folder does not exist" in proc.stderr
     assert not list((tmp_path / "o").glob("*.mha"))
+
+
+def test_progress_bar_across_cases_with_an_eta(tmp_path, capsys, caplog):
+    caplog.set_level("INFO", logger="panther_ensemble")
+    cases = [Case(f"c{k}", write_image(tmp_path / "in" / f"c{k}.mha", k, shape=(8, 24, 24))) for k in range(3)]
+    out = tmp_path / "out"
+    out.mkdir()
+    write_image(out / "c0.mha", 0, shape=(8, 24, 24))  # not a valid mask (float): predicted again
+    run_batch(lambda: SlowEnsemble(), cases[:2], BatchOptions(out, progress=True))
+    run_batch(lambda: SlowEnsemble(), cases, BatchOptions(out, progress=True))
+    err = capsys.readouterr().err
+    assert "shard 0/1 (0 skipped)" in err and "2/2 [" in err  # first run: both predicted
+    assert "shard 0/1 (2 skipped)" in err and "1/1 [" in err  # second: only the new case
+    assert "<00:00" in err or "<?" in err  # elapsed<remaining, tqdm's ETA
+    assert "c0: done in" in caplog.text and "(1/2, about 0:00:0" in caplog.text  # the log line's ETA
