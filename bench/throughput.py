@@ -38,24 +38,42 @@ CROP_ZYX = (40, 160, 160)  # voxels around the pancreas' centre (about 120 x 210
 SLUGS = {1: "abdominal-t1-mri", 2: "abdominal-t2-mri"}
 
 
-def make_cases(work: Path, task: int, seeds: list[int]) -> list[dict]:
-    """Socket folders (for inference.py) and a list file (for predict) of cropped phantoms; cached in work/."""
+def _source(task: int, seed: int, sources: dict[str, Path]):
+    """(image, centre (z, y, x) to crop around): a phantom and its pancreas' centre, or the centre of an
+    already cropped phantom of an earlier run (--source-list)."""
     import SimpleITK as sitk
 
     from panther_ensemble.phantoms import generate_phantom
 
+    cid = f"phantom-t{task}-{seed}"
+    if cid in sources:
+        image = sitk.ReadImage(str(sources[cid]))
+        return image, np.array(image.GetSize()[::-1]) // 2
+    image, label = generate_phantom(task, seed)
+    labels = sitk.GetArrayFromImage(label)
+    centre = np.argwhere(labels > 0).mean(axis=0).round().astype(int) if labels.any() else np.array(labels.shape) // 2
+    return image, centre
+
+
+def make_cases(work: Path, task: int, seeds: list[int], crop_zyx=CROP_ZYX, source_list: Path | None = None) -> list[dict]:
+    """Socket folders (for inference.py) and a list file (for predict) of cropped phantoms; cached in work/."""
+    import SimpleITK as sitk
+
+    from panther_ensemble.io import case_id
+
+    sources = {}
+    if source_list is not None:
+        sources = {case_id(p): Path(p) for p in source_list.read_text().split()}
     cases, listing = [], []
     for seed in seeds:
         cid = f"phantom-t{task}-{seed}"
         socket = work / "sockets" / cid
         image_path = socket / "images" / SLUGS[task] / f"{cid}.mha"
         if not image_path.is_file():
-            image, label = generate_phantom(task, seed)
-            labels = sitk.GetArrayFromImage(label)
-            centre = np.argwhere(labels > 0).mean(axis=0).round().astype(int) if labels.any() else \
-                np.array(labels.shape) // 2
-            size = np.minimum(CROP_ZYX, labels.shape)
-            start = np.clip(centre - size // 2, 0, np.array(labels.shape) - size)
+            image, centre = _source(task, seed, sources)
+            shape = np.array(image.GetSize()[::-1])
+            size = np.minimum(crop_zyx, shape)
+            start = np.clip(centre - size // 2, 0, shape - size)
             crop = sitk.RegionOfInterest(image, [int(v) for v in size[::-1]], [int(v) for v in start[::-1]])
             image_path.parent.mkdir(parents=True, exist_ok=True)
             sitk.WriteImage(crop, str(image_path), True)
@@ -148,7 +166,8 @@ def markdown(doc: dict) -> str:
         f"{len(doc['cases'])} Task {doc['task']} phantoms cropped to {doc['crop_zyx']} voxels around the pancreas, "
         f"shipped models and spec (2 members x 2 folds, mirroring off), device {doc['device']}, "
         f"{doc['machine']['cpus']} CPUs, load average at start {doc['machine']['load_average'][0]:.1f} "
-        f"(a shared machine; this run at nice {doc['machine']['nice']}).", "",
+        f"(a shared machine; this run at nice {doc['machine']['nice']}; modes in the order {doc['order']}; "
+        f"load average at the end {doc['machine']['load_average_end'][0]:.1f}).", "",
         "| mode | wall s | CPU s | cases / hour | cases / CPU hour |", "|---|---|---|---|---|",
         f"| one `inference.py` per case | {p['total_wall_s']} | {p['total_cpu_s']} | {p['cases_per_hour']} | "
         f"{p['cases_per_cpu_hour']} |",
@@ -170,19 +189,30 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, default=REPO / "work-data" / "throughput")
     ap.add_argument("--results", type=Path, default=REPO / "bench" / "results")
     ap.add_argument("--name", default="throughput", help="results file stem (throughput.json / .md)")
+    ap.add_argument("--order", default="per-process,batch", choices=("per-process,batch", "batch,per-process"),
+                    help="which mode runs first (run both orders on a machine whose load changes)")
+    ap.add_argument("--crop", default=",".join(map(str, CROP_ZYX)), help="z,y,x voxels around the pancreas")
+    ap.add_argument("--source-list", type=Path, default=None,
+                    help="crop the centres of these images (an earlier run's cases.txt) instead of new phantoms")
     ap.add_argument("--gpu", default="pending: no GPU machine was lent to the session that ran this; run "
                                      "`python bench/throughput.py --device cuda --name throughput-gpu` on one")
     args = ap.parse_args(argv)
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     print(f"making {args.cases} phantoms in {work} (cached)", flush=True)
-    cases = make_cases(work, args.task, list(range(args.first_seed, args.first_seed + args.cases)))
-    doc = {"date": dt.date.today().isoformat(), "task": args.task, "device": args.device, "crop_zyx": list(CROP_ZYX),
+    crop = tuple(int(v) for v in args.crop.split(","))
+    cases = make_cases(work, args.task, list(range(args.first_seed, args.first_seed + args.cases)), crop,
+                       args.source_list)
+    doc = {"date": dt.date.today().isoformat(), "task": args.task, "device": args.device, "crop_zyx": list(crop),
            "machine": machine(), "cases": cases}
-    print("one inference.py per case", flush=True)
-    doc["per_process"] = run_per_process(cases, work / "per-process", args.device)
-    print("batch predict", flush=True)
-    doc["batch"] = run_batch(cases, work, work / "batch", args.task, args.device)
+    doc["order"] = args.order
+    for mode in args.order.split(","):
+        if mode == "per-process":
+            print("one inference.py per case", flush=True)
+            doc["per_process"] = run_per_process(cases, work / "per-process", args.device)
+        else:
+            print("batch predict", flush=True)
+            doc["batch"] = run_batch(cases, work, work / "batch", args.task, args.device)
     p, b = doc["per_process"], doc["batch"]
     doc["ratio_wall"] = round(p["total_wall_s"] / b["total_wall_s"], 2)
     doc["ratio_cpu"] = round(p["total_cpu_s"] / b["total_cpu_s"], 2)

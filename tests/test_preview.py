@@ -76,6 +76,18 @@ def test_outline_pixels_lie_on_the_mask_boundary_in_each_slice(tmp_path):
     assert not red[~inside_panels].any()  # no outline colour outside the three panels
 
 
+def test_all_three_slices_cut_the_largest_component_even_when_its_centroid_is_outside():
+    from panther_ensemble.preview import slice_centre
+
+    big = ellipsoid((12, 35, 30), (9.0, 10.0, 10.0))
+    small = ellipsoid((12, 35, 75), (6.0, 6.0, 6.0))
+    centre, on = slice_centre(big | small)  # the two components' joint centroid lies between them
+    assert on == "tumour" and centre == tuple(int(round(c)) for c in ndimage.center_of_mass(big))
+    ring = ellipsoid((12, 35, 45), (9.0, 14.0, 14.0)) & ~ellipsoid((12, 35, 45), (9.0, 8.0, 8.0))
+    centre, _ = slice_centre(ring)  # a ring: the centroid is in its hole
+    assert ring[centre]
+
+
 def test_grey_window_is_the_1st_to_99th_percentile(tmp_path):
     image = mf.synthetic_volume(SHAPE, seed=4)
     mask = np.zeros(SHAPE, np.uint8)

@@ -3,8 +3,9 @@
 `render_prediction` outlines a predicted mask; `render_comparison` fills true positives, false positives
 and false negatives against a ground truth in three colours; `contact_sheet` tiles many previews.
 
-The slices cross at the tumour's centroid (the pancreas's when the tumour mask is empty and a pancreas map
-is given, else the image centre). Slices are shown in the array's own voxel order, as the networks see
+The slices cross at the centroid of the largest tumour component, moved onto the component when it falls
+outside it (the pancreas's when the tumour mask is empty and a pancreas map is given, else the image
+centre). Slices are shown in the array's own voxel order, as the networks see
 them (no reorientation): axial = one z plane (y down, x right); coronal and sagittal with z up. Each panel
 is resampled (nearest neighbour) to one common pixel size in millimetres, so anisotropic voxels keep their
 true aspect ratio, and pasted into the figure pixel for pixel (`Figure.figimage`): the returned
@@ -68,12 +69,26 @@ class PreviewLayout:
 
 
 def slice_centre(target: np.ndarray, fallback: np.ndarray | None = None) -> tuple[tuple[int, int, int], str]:
-    """The centroid of `target` (a mask), else of `fallback` (e.g. the pancreas), else the array centre."""
+    """The centre of `target` (a mask), else of `fallback` (e.g. the pancreas), else the array centre."""
     for mask, name in ((target, "tumour"), (fallback, "pancreas")):
         if mask is not None and np.any(mask):
-            centre = ndimage.center_of_mass(np.asarray(mask) > 0)
-            return tuple(int(round(c)) for c in centre), name
+            return _centre_of(np.asarray(mask) > 0), name
     return tuple(s // 2 for s in target.shape), "image centre"
+
+
+def _centre_of(mask: np.ndarray) -> tuple[int, int, int]:
+    """The centroid of the largest connected component, moved to the nearest voxel of that component when
+    it falls outside it (a curved shape), so that all three slices cut through the structure."""
+    labels, n = ndimage.label(mask)
+    if n > 1:
+        sizes = ndimage.sum_labels(mask, labels, range(1, n + 1))
+        mask = labels == int(np.argmax(sizes)) + 1
+    centroid = np.array(ndimage.center_of_mass(mask))
+    voxel = np.round(centroid).astype(int)
+    if not mask[tuple(voxel)]:
+        points = np.argwhere(mask)
+        voxel = points[np.argmin(((points - centroid) ** 2).sum(axis=1))]
+    return tuple(int(v) for v in voxel)
 
 
 def intensity_window(image: np.ndarray) -> tuple[float, float]:
