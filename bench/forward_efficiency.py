@@ -9,7 +9,7 @@ Per member: FLOPs of one forward call at its patch (counted on the meta device),
 the FLOPs of the `task1-shipped` benchmark case (tiles x folds x mirrored copies). Per lever set (a
 runtime.ForwardSettings text; `tiles=N` sets the batch of tiles per call): seconds per tile of the member's
 first fold, built and prepared by the engine (`Ensemble(..., forward=...)`), achieved FLOP/s and its fraction
-of the dense matmul peak measured in the same process (throughput.py). Lever sets are timed in interleaved
+of the dense matmul peak measured in the same process (matmul_peak.py). Lever sets are timed in interleaved
 rounds (each round times every set `repeats` times), so a shared machine's load spreads over all of them;
 the per-set figure is the median over all calls, with the best call beside it.
 
@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO / "tests"))  # modelfactory
 
-from throughput import matmul_peak, rate, time_calls  # noqa: E402
+from matmul_peak import matmul_peak, rate, time_calls  # noqa: E402
 
 CPU_LEVERS = "onednn=0;defaults;tiles=2;tiles=4;channels_last;channels_last,onednn=0"
 CUDA_LEVERS = ("tiles=1;tiles=2;tiles=4;channels_last,tiles=1;channels_last,tiles=2;cudnn_benchmark=0,tiles=1;"

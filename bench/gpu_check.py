@@ -138,7 +138,7 @@ def engine_runs(members, image_path: Path, device: torch.device, out: Path, cap:
                 label: str = "", peak: dict | None = None) -> dict:
     """Our engine, fast mode, with the `forward` settings: a cold case then a warm case in one process."""
     from run_bench import ForwardTimer
-    from throughput import rate
+    from matmul_peak import rate
 
     from panther_ensemble import Ensemble
 
@@ -333,7 +333,7 @@ def main() -> int:
         (a.out / "gpu_check.json").write_text(json.dumps(results, indent=2, default=str))
         (a.out / "gpu_check.md").write_text(summary(results))
 
-    from throughput import matmul_peak
+    from matmul_peak import matmul_peak
 
     results["peak"] = matmul_peak(device)
     log(f"matmul peak {results['peak']['flops_per_s'] / 1e12:.3g} TFLOP/s ({results['peak']['dtype']})")

@@ -15,7 +15,7 @@ process tree (sampled every 50 ms), peak GPU memory where there is a GPU, and vo
 tumour mask with path a. Per scenario: the FLOPs of the case's forward passes (per member: FLOPs of one
 forward call counted on the meta device x tiles x folds x mirrored copies; the same work in every path),
 so each path's achieved throughput is FLOPs / forward time, with its fraction of the dense matmul peak
-measured by the driver in the same run (float16 on CUDA, float32 on a CPU; bench/throughput.py).
+measured by the driver in the same run (float16 on CUDA, float32 on a CPU; bench/matmul_peak.py).
 Results: bench/results/<scenario>.json and bench/results/RESULTS.md.
 
 nnU-Net's stock loader imports the trainer class named in a checkpoint; the shipped specialists have
@@ -124,7 +124,7 @@ def scenario_costs(scenario: dict, device: str) -> dict:
     """FLOPs of the scenario's forward passes (meta device, no forward runs) and the matmul peak, measured now."""
     from panther_ensemble import Ensemble
     from panther_ensemble.cpus import available_cpus
-    from throughput import matmul_peak
+    from matmul_peak import matmul_peak
     import torch
 
     spec = {"version": 1, "task": scenario["task"], "members": [

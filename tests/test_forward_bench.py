@@ -1,4 +1,4 @@
-"""The forward-efficiency benchmark's own logic (bench/throughput.py, forward_efficiency.py, gpu_check.py)."""
+"""The forward-efficiency benchmark's own logic (bench/matmul_peak.py, forward_efficiency.py, gpu_check.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import forward_efficiency as fe  # noqa: E402
 import gpu_check  # noqa: E402
-from throughput import matmul_peak, rate  # noqa: E402
+from matmul_peak import matmul_peak, rate  # noqa: E402
 
 
 def test_matmul_peak_and_rates():

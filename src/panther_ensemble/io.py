@@ -124,6 +124,22 @@ def read_labels(path: Path | str) -> tuple[np.ndarray, Geometry]:
     return array, Geometry.of(image)
 
 
+def read_geometry(path: Path | str) -> Geometry:
+    """The geometry of a 3D image file from its header alone (no voxel data read)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "not a file" if path.exists() else "no such image file")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    _, failure, itk_text = _itk_call(reader.ReadImageInformation)
+    if failure is not None:
+        raise InputError(path, f"cannot read image ({_itk_reason(failure)})")
+    if reader.GetDimension() != 3:
+        raise InputError(path, f"expected a 3D image, got {reader.GetDimension()}D of size {reader.GetSize()}")
+    return Geometry(tuple(reader.GetSize()), tuple(reader.GetSpacing()), tuple(reader.GetOrigin()),
+                    tuple(reader.GetDirection()))
+
+
 def read_image(path: Path | str) -> tuple[np.ndarray, Geometry]:
     """One 3D scalar image as float32 (z, y, x) plus its geometry; refuses anything else with one line.
 

@@ -46,6 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--missing-as-empty", action="store_true",
                         help="score a case with no prediction as an empty mask (default: stop with an error that "
                              "lists the missing cases)")
+    parser.add_argument("--preview", type=Path, metavar="DIR",
+                        help="also write DIR/<case>.png (prediction against ground truth through the tumour: true "
+                             "positives green, false positives red, false negatives blue) and DIR/contact_sheet.png; "
+                             "several --pred folders: one subfolder each. Needs --images")
+    parser.add_argument("--images", type=Path, metavar="DIR",
+                        help="the MRI files the previews are drawn on (<case>.* or <case>_0000.*)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -56,6 +62,8 @@ def main(args: argparse.Namespace) -> int:
     if len(set(names)) != len(names):
         raise InputError("--names", "names must be distinct")
     official = bool(args.official)
+    if args.preview is not None and args.images is None:
+        raise InputError("--preview", "needs --images DIR, the MRI the masks are drawn on")
     results = evaluate_folders(pred_dirs, args.gt, official=official, missing_as_empty=args.missing_as_empty)
     aggs = {name: aggregate(cases) for name, cases in zip(names, results)}
     mode = "official (x, y, z spacing with z, y, x arrays)" if official else "correct (z, y, x spacing)"
@@ -80,4 +88,11 @@ def main(args: argparse.Namespace) -> int:
                 write_metrics(out / sub, cases, aggs[name], {**meta, "name": name, "pred": str(d)}, name)
             write_leaderboard(out, rows, {**meta, "pred": [str(d) for d in pred_dirs], "names": names})
         log.info("wrote results to %s", out)
+    if args.preview is not None:
+        from ..preview import comparison_previews
+
+        subs = [Path(args.preview)] if len(pred_dirs) == 1 else [Path(args.preview) / s for s in safe_dirnames(names)]
+        for d, sub, cases in zip(pred_dirs, subs, results):
+            pages = comparison_previews(d, args.gt, args.images, sub, cases)
+            log.info("previews in %s (contact sheet %s)", sub, pages[0] if pages else "-")
     return 0
