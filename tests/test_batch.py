@@ -15,10 +15,10 @@ import pytest
 import SimpleITK as sitk
 
 import modelfactory as mf
-from panther_ensemble.batch import (BatchOptions, Case, Shard, discover_cases, parse_shard, run_batch,
+from panther_ensemble.batch.run import (BatchOptions, Case, Shard, discover_cases, parse_shard, run_batch,
                                     valid_mask_volume)
 from panther_ensemble.errors import InputError
-from panther_ensemble.summary import FIELDS, Row, ShardLog, merge_rows, read_logs
+from panther_ensemble.batch.summary import FIELDS, Row, ShardLog, merge_rows, read_logs
 
 SPEC = {"version": 1, "task": 1, "members": [{"name": "A", "model": "A", "folds": [0], "mirroring": False}]}
 CLI = Path(sys.executable).parent / "panther-ensemble"
@@ -160,7 +160,7 @@ class SlowEnsemble:
 
 def test_reading_and_writing_overlap_with_prediction_and_failures_are_isolated(tmp_path, monkeypatch):
     import panther_ensemble.io as pio
-    import panther_ensemble.pipeline as pipeline
+    import panther_ensemble.batch.pipeline as pipeline
 
     cases = [Case(f"c{k}", write_image(tmp_path / "in" / f"c{k}.mha", k, shape=(8, 24, 24))) for k in range(4)]
     reads, writes = {}, {}

@@ -14,7 +14,7 @@ import pytest
 import SimpleITK as sitk
 
 from panther_ensemble.errors import InputError
-from panther_ensemble.io import _stored_data_problem
+from panther_ensemble.io import stored_data_problem
 from panther_ensemble.io import (Geometry, find_socket_input, output_mask_path, read_image, single_image_in,
                                  write_mask)
 
@@ -218,7 +218,7 @@ def test_cut_compressed_metaimage_without_declared_size(tmp_path, capfd):
     path.write_bytes(raw[:start] + raw[raw.index(b"\n", start) + 1:])
     # whole: our check accepts it (reading it is ITK's business, and without the field ITK's MetaIO now and then
     # leaves a last voxel at random: seen as '1 voxel is NaN or infinite' once in many runs)
-    assert _stored_data_problem(path) is None
+    assert stored_data_problem(path) is None
     cut(path, 0.6)
     with pytest.raises(InputError, match=r"truncated or corrupt image data \(expected 96000 bytes, found \d+\)"):
         read_image(path)
@@ -307,7 +307,7 @@ def test_an_image_that_cannot_fit_in_memory_is_refused_before_reading(tmp_path):
 
 def test_itk_failing_to_allocate_is_out_of_memory_too(tmp_path, monkeypatch):
     """Where the size check cannot tell (memory limit unknown), ITK's own allocation failure is caught."""
-    import panther_ensemble.io as io_mod
+    import panther_ensemble.io.stored as io_mod
     from panther_ensemble.errors import OutOfMemory
 
     monkeypatch.setattr(io_mod, "memory_limit_bytes", lambda: None)
@@ -329,7 +329,7 @@ def test_itk_warnings_become_one_log_line(tmp_path, capfd, caplog):
 
 def test_partial_writes_are_registered_and_removed(tmp_path, monkeypatch):
     """What a signal handler calls: the staging folder of a write in progress is removed."""
-    import panther_ensemble.io as io_mod
+    import panther_ensemble.io.write as io_mod
 
     geometry = Geometry((4, 3, 2), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
     seen = {}

@@ -1,6 +1,9 @@
-"""Markdown table of the phantom specialists: schedule, wall time, pseudo Dice, out-of-fold Dice.
+"""Markdown table of the phantom specialists: schedule, wall time, last pseudo Dice, out-of-fold Dice.
 
-    python training/summarize.py  (reads $nnUNet_results; source training/env.sh first)
+    python training/summarize.py  (reads $nnUNet_results, $nnUNet_raw and $PANTHER_DATA/oof; source training/env.sh)
+
+Out-of-fold Dice: each member's maps from training/predict_oof.py (fold k's model on fold k's validation
+cases, as the shipped ensemble runs it), the member's own argmax == tumour against labelsTr.
 """
 
 import json
@@ -8,37 +11,64 @@ import os
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 import torch
+
+DATASETS = ("Dataset901_PhantomT1", "Dataset902_PhantomT2")
+
+
+def member_name(model: Path) -> str:
+    trainer, plans, _ = model.name.split("__")
+    if plans.endswith("Iso"):
+        return "iso"
+    return "DA5" if trainer.endswith("DA5") else "default"
+
+
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    denominator = pred.sum() + truth.sum()
+    return 1.0 if denominator == 0 else float(2 * np.logical_and(pred, truth).sum() / denominator)
+
+
+def oof_scores(oof: Path, labels_tr: Path) -> list[float]:
+    scores = []
+    for npz in sorted(oof.glob("*.npz")):
+        with np.load(npz) as f:
+            probabilities, labels = f["probabilities"], [str(x) for x in f["labels"]]
+        pred = probabilities.argmax(0) == labels.index("tumor")
+        truth = sitk.GetArrayFromImage(sitk.ReadImage(str(labels_tr / f"{npz.stem}.mha"))) == 1
+        scores.append(dice(pred, truth))
+    return scores
 
 
 def main() -> None:
-    res = Path(os.environ["nnUNet_results"])
-    rows = ["| dataset | specialist | fold | epochs x iters | train min | val min | last pseudo Dice (tumour, pancreas) "
-            "| out-of-fold Dice tumour | out-of-fold Dice pancreas | cases with tumour Dice >= 0.5 |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
-    for ds in ("Dataset901_PhantomT1", "Dataset902_PhantomT2"):
-        for model in sorted((res / ds).glob("*__nnUNetPlansPhantom__3d_fullres")):
+    res, raw = Path(os.environ["nnUNet_results"]), Path(os.environ["nnUNet_raw"])
+    oof_root = Path(os.environ.get("PANTHER_DATA", "/work/data")) / "oof"
+    rows = ["| dataset | member | trainer, plans | fold | epochs x iterations | train min | last pseudo Dice "
+            "(tumour, pancreas) |", "|---|---|---|---|---|---|---|"]
+    oof_rows = ["| dataset | member | out-of-fold cases | tumour Dice (mean) | cases with tumour Dice >= 0.5 |",
+                "|---|---|---|---|---|"]
+    for ds in DATASETS:
+        for model in sorted((res / ds).glob("*__3d_fullres")):
+            name = member_name(model)
             for fold in (0, 1):
                 fd = model / f"fold_{fold}"
                 if not (fd / "checkpoint_final.pth").is_file():
                     continue
-                tim = json.loads((fd / "phantom_timing.json").read_text()) if (fd / "phantom_timing.json").is_file() else {}
+                timing_file = fd / "phantom_timing.json"
+                tim = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
                 ck = torch.load(fd / "checkpoint_final.pth", map_location="cpu", weights_only=False)
                 pseudo = ck["logging"]["dice_per_class_or_region"][-1]
-                summ = fd / "validation" / "summary.json"
-                if summ.is_file():
-                    s = json.loads(summ.read_text())
-                    d1, d2 = s["mean"]["1"]["Dice"], s["mean"]["2"]["Dice"]
-                    per = [c["metrics"]["1"]["Dice"] for c in s["metric_per_case"]]
-                    good = f"{sum(1 for v in per if v >= 0.5)}/{len(per)}"
-                else:
-                    d1 = d2 = float("nan")
-                    good = "-"
-                rows.append(f"| {ds} | {model.name.split('__')[0]} | {fold} | {tim.get('epochs', '?')} x "
-                            f"{tim.get('iterations_per_epoch', '?')} | {tim.get('train_s', float('nan')) / 60:.1f} | "
-                            f"{tim.get('validation_s', float('nan')) / 60:.1f} | "
-                            f"{float(pseudo[0]):.3f}, {float(pseudo[1]):.3f} | {d1:.3f} | {d2:.3f} | {good} |")
-    print("\n".join(rows))
+                rows.append(f"| {ds} | {name} | {model.name.split('__')[0]}, {model.name.split('__')[1]} | {fold} | "
+                            f"{tim.get('epochs', '?')} x {tim.get('iterations_per_epoch', '?')} | "
+                            f"{tim.get('train_s', float('nan')) / 60:.1f}{' (resumed)' if tim.get('resumed') else ''} | "
+                            f"{float(pseudo[0]):.3f}, {float(pseudo[1]):.3f} |")
+            scores = oof_scores(oof_root / ds / name, raw / ds / "labelsTr")
+            if scores:
+                oof_rows.append(f"| {ds} | {name} | {len(scores)} | {np.mean(scores):.3f} | "
+                                f"{sum(s >= 0.5 for s in scores)}/{len(scores)} |")
+    print("\n".join(["# Phantom specialists", "", "Training (training/train_specialist.py; `train min` of a resumed "
+                     "run counts the last run only):", ""] + rows +
+                    ["", "Out-of-fold (training/predict_oof.py: the input of `fit`):", ""] + oof_rows))
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ The public API (imported on first use, so `import panther_ensemble` stays cheap)
 - `InputError`: the one exception for bad input (one line, names the file)
 
 The package, by job: `inference/` runs an ensemble (one module per stage), `scoring/` scores and fits,
-`phantoms/` makes synthetic cases, `cli/` is the command line, `io.py` the one image I/O module,
-`runtime.py` every device and memory decision.
+`phantoms/` makes synthetic cases, `batch/` runs many cases (shards, resume, summary), `cli/` is the
+command line, `io/` the one image I/O package, `runtime.py` every device and memory decision.
 """
 
 from __future__ import annotations

@@ -92,8 +92,8 @@ def _predict_one(args: argparse.Namespace, case) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..batch import BatchOptions, BatchOutcome, discover_cases, finish_summary, parse_shard, run_batch
-    from ..summary import counts
+    from ..batch.run import BatchOptions, BatchOutcome, discover_cases, finish_summary, parse_shard, run_batch
+    from ..batch.summary import counts
 
     cases = discover_cases(args.images)
     if _single_file(args, cases):

@@ -6,7 +6,7 @@
       -> per member: back to the image grid, softmax                                       preprocess.py/resample.py
       -> weighted sum of probability maps in the common label space                        ensemble.py
       -> decision (argmax or threshold) -> post-processing                                 ensemble.py/postprocess.py
-      -> uint8 mask with the input's geometry                                              io.py (by the caller)
+      -> uint8 mask with the input's geometry                                              io/ (by the caller)
 
 `Engine` checks the spec against the model folders when it is made (cheap, before any heavy work), loads
 every fold's weights once onto the compute device (`load`), and then predicts any number of cases.

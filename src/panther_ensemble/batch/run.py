@@ -27,8 +27,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import InputError
-from .io import IMAGE_SUFFIXES, case_id, is_image_file, read_geometry, read_labels, scan_images
+from ..errors import InputError
+from ..io import IMAGE_SUFFIXES, case_id, is_image_file, read_geometry, read_labels, scan_images
 from .summary import Row, ShardLog, counts, merge, one_line
 
 log = logging.getLogger(__name__)
@@ -237,7 +237,7 @@ def finish_summary(outcome: BatchOutcome, cases: Sequence[Case], options: BatchO
         log.info("summary.csv not written yet: %d case(s) of other shards have no row; after the last shard, "
                  "run the same command with --summary-only", c["missing"])
     if options.preview is not None:
-        from .preview import contact_sheet
+        from ..preview import contact_sheet
 
         entries = [(_caption(r), options.preview_path(case)) for r, case in zip(outcome.merged, cases)
                    if options.preview_path(case).is_file()]

@@ -23,8 +23,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .batch import BatchOptions, Case, completed_volume, eta_text, failure_row, progress_bar
-from .io import Geometry, read_image, read_labels, save_probability_map
+from .run import BatchOptions, Case, completed_volume, eta_text, failure_row, progress_bar
+from ..io import Geometry, read_image, read_labels, save_probability_map
 from .summary import Row, ShardLog, one_line
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def skip_finished(cases: Sequence[Case], options: BatchOptions, shard_log: Shard
 
 
 def _preview_of_existing(case: Case, options: BatchOptions, path: Path, volume: float) -> str:
-    from .preview import render_prediction
+    from ..preview import render_prediction
 
     try:
         image, geometry = read_image(case.path)
@@ -217,7 +217,7 @@ class Pipeline:
         path = self.options.preview_path(item.case)
         if path is None:
             return ""
-        from .preview import render_prediction
+        from ..preview import render_prediction
 
         title = f"{item.case.id}  tumour {item.result.tumour_volume_mm3:.0f} mm3"
         try:
