@@ -44,6 +44,17 @@ def test_readme_main_job_reproduces_the_expected_output(interface, tmp_path):
 
 
 @pytest.mark.parametrize("interface", CASES)
+def test_the_sample_case_tumour_is_found(interface):
+    """What a CI smoke test shows: the expected output (which the test above reproduces from a fresh process)
+    is a non-empty mask with tumour Dice >= 0.6 against the sample's ground truth (training/pick_samples.py)."""
+    socket = find_socket_input(REPO / "test" / "input" / interface)
+    mask = expected_mask(interface, socket.image.name).astype(bool)
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(REPO / "test" / "ground-truth" / socket.image.name))) == 1
+    dice = 2 * (mask & truth).sum() / (mask.sum() + truth.sum())
+    assert mask.any() and dice >= 0.6, f"{interface}: {mask.sum()} tumour voxels, Dice {dice:.3f}"
+
+
+@pytest.mark.parametrize("interface", CASES)
 def test_fast_mode_agrees_with_faithful_on_the_sample_case(interface):
     """The figure quoted in docs/ARCHITECTURE.md: fast (torch twins, float32) vs faithful (nnU-Net's own)."""
     socket = find_socket_input(REPO / "test" / "input" / interface)

@@ -6,7 +6,8 @@
 
 1. generates the held-out phantoms (seeds never used in training) as <case>.mha + ground truth;
 2. runs every member of the task's shipped spec (resources/task<N>.json) once per case through the public
-   API, keeping each member's probability map on the image grid;
+   API and keeps each member's probability map on the image grid (WORK/maps, float32: these do not depend
+   on the fit, so `--stage maps` may run before it);
 3. from those maps: a member's mask is its own argmax == tumour (nnU-Net's decision for that model
    alone); "equal" is the equal-weight mean of all members with argmax (nnU-Net's ensemble); "fitted" is
    the shipped spec's weights, class weights, decision and post-processing, computed with the engine's own
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,6 +66,12 @@ def combine(maps: dict, spec, geometry) -> np.ndarray:
                        max_distance_to_pancreas_mm=rules.max_distance_to_pancreas_mm).astype(np.uint8)
 
 
+def load_spec_from(raw: dict):
+    from panther_ensemble.spec import parse_spec
+
+    return parse_spec(raw, "equal weights")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", type=int, choices=(1, 2), required=True)
@@ -73,6 +81,11 @@ def main() -> int:
     p.add_argument("--spec", type=Path, default=None, help="default: resources/task<N>.json")
     p.add_argument("--model-dir", type=Path, default=REPO / "model_weights")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--members-spec", type=Path, default=None,
+                   help="spec whose members make the maps (default: --spec); the maps do not depend on the fit, so "
+                        "`--stage maps --members-spec <the fit's base.json>` may run before the fit")
+    p.add_argument("--stage", choices=("maps", "all"), default="all",
+                   help="maps: phantoms and every member's probability maps only; all: then every entry, scored")
     a = p.parse_args()
 
     from panther_ensemble import Ensemble, load_spec, read_image
@@ -80,39 +93,56 @@ def main() -> int:
     from panther_ensemble.phantoms import generate_phantom
 
     spec_path = a.spec or REPO / "resources" / f"task{a.task}.json"
-    shipped = load_spec(spec_path)
-    raw = json.loads(spec_path.read_text())
+    raw = json.loads((a.members_spec or spec_path).read_text())
     every = dict(raw, members=[dict(m, weight=1.0, class_weights={}) for m in raw["members"]],
                  decision={"rule": "argmax"}, postprocess={}, time_budget_s=None)
     all_members = Ensemble.from_spec(every, a.model_dir, a.device)
-    names = [m.name for m in shipped.members]
-    entries = names + ["equal", "fitted"]
-    images, gt_dir, pred_root = a.work / "images", a.work / "gt", a.work / "pred"
+    equal = load_spec_from(every)
+    names = [m["name"] for m in raw["members"]]
+    images, gt_dir, pred_root, map_root = a.work / "images", a.work / "gt", a.work / "pred", a.work / "maps"
     for d in (images, gt_dir):
         d.mkdir(parents=True, exist_ok=True)
-    checked = False
-    for seed in parse_seeds(a.seeds):
+    cases = []
+    for seed in parse_seeds(a.seeds):  # the members' maps, kept (float32) so that a re-run or the fit's turn resumes
         case = f"t{a.task}_seed{seed}"
+        cases.append(case)
         if not (images / f"{case}.mha").exists():
             image, label = generate_phantom(a.task, seed)
             sitk.WriteImage(label, str(gt_dir / f"{case}.mha"), True)
             sitk.WriteImage(image, str(images / f"{case}.mha"), True)
-        if all((pred_root / e / f"{case}.mha").is_file() for e in entries) and checked:
+        if all((map_root / n / f"{case}.npz").is_file() for n in names):
             continue
         array, geometry = read_image(images / f"{case}.mha")
         maps: dict = {}
-        result = all_members.segment((array, geometry),
-                                     on_member=lambda n, probs, labels: maps.__setitem__(n, (probs.cpu(), labels)))
+        all_members.segment((array, geometry), on_member=lambda n, probs, labels: maps.__setitem__(n, (probs.cpu(), labels)))
+        for n in names:
+            (map_root / n).mkdir(parents=True, exist_ok=True)
+            tmp = map_root / n / f".{case}.partial.npz"
+            np.savez(tmp, probabilities=maps[n][0].numpy().astype(np.float32), labels=np.array(maps[n][1]))
+            tmp.replace(map_root / n / f"{case}.npz")
+        print(f"{case}: maps of {', '.join(names)}", flush=True)
+    if a.stage == "maps":
+        return 0
+
+    shipped = load_spec(spec_path)
+    if sorted(m.name for m in shipped.members) != sorted(names):
+        raise SystemExit(f"{spec_path}: members {[m.name for m in shipped.members]} are not those of the maps {names}")
+    entries = names + ["equal", "fitted"]
+    for k, case in enumerate(cases):
+        array, geometry = read_image(images / f"{case}.mha")
+        maps = {}
+        for n in names:
+            with np.load(map_root / n / f"{case}.npz") as f:
+                maps[n] = (torch.from_numpy(f["probabilities"]), [str(x) for x in f["labels"]])
         tumour = {n: (maps[n][0].argmax(0) == maps[n][1].index(shipped.tumor_label)).numpy().astype(np.uint8)
                   for n in names}
-        tumour["equal"] = result.mask
+        tumour["equal"] = combine(maps, equal, geometry)
         tumour["fitted"] = combine(maps, shipped, geometry)
-        if not checked:  # the recomputed fitted mask is what the shipped ensemble writes
+        if k == 0:  # the recomputed fitted mask is what the shipped ensemble writes
             direct = Ensemble.from_spec(shipped, a.model_dir, a.device).segment((array, geometry)).mask
             if not np.array_equal(direct, tumour["fitted"]):
                 raise SystemExit(f"{case}: the fitted ensemble recomputed from member maps differs from the shipped "
                                  f"ensemble in {int((direct != tumour['fitted']).sum())} voxels")
-            checked = True
         for entry, mask in tumour.items():
             write_mask(mask, geometry, pred_root / entry / f"{case}.mha")
         print(f"{case}: " + ", ".join(f"{e} {int(m.sum())}" for e, m in tumour.items()) + " tumour voxels", flush=True)

@@ -37,6 +37,15 @@ def base_spec(task: int, members: list[str]) -> dict:
                          "mirroring": False, "resampling": "fast"} for n in members]}
 
 
+def fit_is_current(fit_dir: Path, inputs: list[Path]) -> bool:
+    """A finished fit (its report.md is written last) newer than every input file: the step resumes."""
+    done = fit_dir / "report.md"
+    if not done.is_file():
+        return False
+    newest = max(f.stat().st_mtime for p in inputs for f in ([p] if p.is_file() else p.rglob("*")))
+    return done.stat().st_mtime > newest
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", type=int, choices=(1, 2), required=True)
@@ -44,6 +53,9 @@ def main() -> int:
     p.add_argument("--gt", type=Path, required=True)
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--report", type=Path, required=True)
+    p.add_argument("--search", default="",
+                   help="extra `panther-ensemble fit` search options, e.g. a coarser grid where scoring is slow: "
+                        "'--weight-step 0.2 --min-volumes off,500 --keep-largest off,1 --max-distances off,20'")
     a = p.parse_args()
 
     from panther_ensemble.spec import load_spec, parse_spec
@@ -52,12 +64,18 @@ def main() -> int:
     if len(members) < 2:
         raise SystemExit(f"{a.oof}: out-of-fold maps of fewer than two members ({members})")
     a.work.mkdir(parents=True, exist_ok=True)
-    (a.work / "base.json").write_text(json.dumps(base_spec(a.task, members), indent=2) + "\n")
+    base_text = json.dumps(base_spec(a.task, members), indent=2) + "\n"
+    if not (a.work / "base.json").is_file() or (a.work / "base.json").read_text() != base_text:
+        (a.work / "base.json").write_text(base_text)
     cmd = [sys.executable, "-m", "panther_ensemble.cli", "fit", "--base-spec", str(a.work / "base.json"),
            "--oof", *[f"{n}={a.oof / n}" for n in members], "--gt", str(a.gt), "--out", str(a.work / "fit"),
-           "--objective", "mean-rank", "--folds", "5", "--seed", "0"]
+           "--objective", "mean-rank", "--folds", "5", "--seed", "0", *a.search.split()]
     print(" ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
+    if fit_is_current(a.work / "fit", [a.work / "base.json", *[a.oof / n for n in members]]):
+        print(f"{a.work / 'fit'}: fitted after its inputs last changed: kept (delete it to fit again)", flush=True)
+    else:
+        shutil.rmtree(a.work / "fit", ignore_errors=True)
+        subprocess.run(cmd, check=True)
     a.report.mkdir(parents=True, exist_ok=True)
     for name in ("report.md", "report.json", "tradeoff.png", "spec.json"):
         shutil.copy2(a.work / "fit" / name, a.report / name)
