@@ -28,11 +28,13 @@ def test_gpu_check_dry_runs_standalone(tmp_path):
     result = json.loads((out / "gpu_check.json").read_text())
     assert result["dry"] is True and result["device"] == "cpu" and result["image"] == "dry_case.nii.gz"
     assert (work / "input" / "dry_case.nii.gz").exists()  # made here, nothing carried
-    for key in ("engine", "engine_capped_15GB"):
+    for key in ("engine_before", "engine_after", "engine_after_capped_15GB"):
         assert "error" not in result[key], result[key]
         assert result[key]["cold"]["wall_s"] > 0 and result[key]["warm"]["forward_calls"] > 0
+        assert result[key]["cold"]["tflop_per_s"] > 0  # FLOPs counted, throughput against the peak
+    assert result["peak"]["flops_per_s"] > 0
     assert result["nnunet_cli"]["wall_s"] > 0
-    assert result["agreement_engine_vs_cli"] > 0.99
+    assert result["agreement_before_vs_cli"] > 0.99 and result["agreement_after_vs_cli"] > 0.99
     cuda_log = (out / "pytest_cuda.log").read_text()
     assert "skipped" in cuda_log and "failed" not in cuda_log  # the CUDA tests: skipped with a reason on a CPU
     assert "input phantom made" in (out / "gpu_check.log").read_text()
