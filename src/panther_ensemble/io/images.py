@@ -111,13 +111,7 @@ def read_labels(path: Path | str) -> tuple[np.ndarray, Geometry]:
 def read_geometry(path: Path | str) -> Geometry:
     """The geometry of a 3D image file from its header alone (no voxel data read)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "not a file" if path.exists() else "no such image file")
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    _, failure, itk_text = itk_call(reader.ReadImageInformation)
-    if failure is not None:
-        raise InputError(path, f"cannot read image ({itk_reason(failure)})")
+    reader = _read_header(path)
     if reader.GetDimension() != 3:
         raise InputError(path, f"expected a 3D image, got {reader.GetDimension()}D of size {reader.GetSize()}")
     return Geometry(tuple(reader.GetSize()), tuple(reader.GetSpacing()), tuple(reader.GetOrigin()),
@@ -146,9 +140,8 @@ def read_image(path: Path | str) -> tuple[np.ndarray, Geometry]:
     return array, geometry
 
 
-def _read_itk(path: Path, intensity: bool) -> sitk.Image:
-    """Header first, every check that needs no voxels, then the voxels. `intensity`: an input image (its
-    spacing must be positive, its direction orthonormal, a float32 copy follows), not a label image."""
+def _read_header(path: Path) -> sitk.ImageFileReader:
+    """A reader holding the file's header (ITK's output captured), or one line on why there is none."""
     if not path.is_file():
         raise InputError(path, "not a file" if path.exists() else "no such image file")
     reader = sitk.ImageFileReader()
@@ -160,6 +153,13 @@ def _read_itk(path: Path, intensity: bool) -> sitk.Image:
             reason = "not an image file of a known format: .mha, .mhd, .nii.gz, .nii, .nrrd, ..."
         raise InputError(path, f"cannot read image ({reason})")
     log_itk_output(path, itk_text)
+    return reader
+
+
+def _read_itk(path: Path, intensity: bool) -> sitk.Image:
+    """Header first, every check that needs no voxels, then the voxels. `intensity`: an input image (its
+    spacing must be positive, its direction orthonormal, a float32 copy follows), not a label image."""
+    reader = _read_header(path)
     components, dimension, size = reader.GetNumberOfComponents(), reader.GetDimension(), tuple(reader.GetSize())
     if components != 1:
         raise InputError(path, f"expected a scalar image, got {components} components per voxel")
