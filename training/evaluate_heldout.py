@@ -81,6 +81,8 @@ def main() -> int:
     p.add_argument("--spec", type=Path, default=None, help="default: resources/task<N>.json")
     p.add_argument("--model-dir", type=Path, default=REPO / "model_weights")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads of the forward passes (default: every CPU this process may use)")
     p.add_argument("--members-spec", type=Path, default=None,
                    help="spec whose members make the maps (default: --spec); the maps do not depend on the fit, so "
                         "`--stage maps --members-spec <the fit's base.json>` may run before the fit")
@@ -96,7 +98,7 @@ def main() -> int:
     raw = json.loads((a.members_spec or spec_path).read_text())
     every = dict(raw, members=[dict(m, weight=1.0, class_weights={}) for m in raw["members"]],
                  decision={"rule": "argmax"}, postprocess={}, time_budget_s=None)
-    all_members = Ensemble.from_spec(every, a.model_dir, a.device)
+    all_members = Ensemble.from_spec(every, a.model_dir, a.device, threads=a.threads)
     equal = load_spec_from(every)
     names = [m["name"] for m in raw["members"]]
     images, gt_dir, pred_root, map_root = a.work / "images", a.work / "gt", a.work / "pred", a.work / "maps"
@@ -139,7 +141,7 @@ def main() -> int:
         tumour["equal"] = combine(maps, equal, geometry)
         tumour["fitted"] = combine(maps, shipped, geometry)
         if k == 0:  # the recomputed fitted mask is what the shipped ensemble writes
-            direct = Ensemble.from_spec(shipped, a.model_dir, a.device).segment((array, geometry)).mask
+            direct = Ensemble.from_spec(shipped, a.model_dir, a.device, threads=a.threads).segment((array, geometry)).mask
             if not np.array_equal(direct, tumour["fitted"]):
                 raise SystemExit(f"{case}: the fitted ensemble recomputed from member maps differs from the shipped "
                                  f"ensemble in {int((direct != tumour['fitted']).sum())} voxels")

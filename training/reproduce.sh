@@ -189,12 +189,16 @@ step_fit() {
 }
 
 step_heldout() {
-  local t
+  local t pids=()
   for t in 1 2; do  # (`evaluate_heldout.py --stage maps --members-spec <the fit's base.json>` may run before the fit)
     stamp "held-out phantoms, Task $t (seeds $HELDOUT_SEEDS)"
-    "$PY" "$HERE/evaluate_heldout.py" --task "$t" --seeds "$HELDOUT_SEEDS" --work "$PANTHER_DATA/heldout/task$t" \
-      --out "$REPO/docs/results/heldout_task$t" >> "$LOGS/heldout_t$t.log" 2>&1
+    # every trained member (the fit's base spec), also those the fit gave weight 0 and left out of the shipped spec
+    "$PY" "$HERE/evaluate_heldout.py" --task "$t" --seeds "$HELDOUT_SEEDS" --work "$PANTHER_DATA/heldout/task$t" --threads 1 \
+      --members-spec "$REPO/docs/results/fit_task$t/base.json" --out "$REPO/docs/results/heldout_task$t" \
+      >> "$LOGS/heldout_t$t.log" 2>&1 &
+    pids+=($!)
   done
+  for pid in "${pids[@]}"; do wait "$pid"; done  # the two tasks side by side, one core each (OMP_NUM_THREADS=1)
 }
 
 step_baseline() {
