@@ -76,11 +76,21 @@ def main() -> None:
                          f"{tr.oversample_foreground_percent}, pretrained {a.pretrained}")
     final = join(tr.output_folder, "checkpoint_final.pth")
     latest = join(tr.output_folder, "checkpoint_latest.pth")
-    if os.path.isfile(final) and os.path.isfile(join(tr.output_folder, "phantom_timing.json")):
-        print(f"{final} exists: nothing to do", flush=True)
-        return
-    resumed = os.path.isfile(latest)
-    if resumed:
+    timing_file = join(tr.output_folder, "phantom_timing.json")
+    extend = False
+    if os.path.isfile(final) and os.path.isfile(timing_file):
+        done_epochs = load_json(timing_file).get("epochs", 0)
+        if done_epochs >= tr.num_epochs:
+            print(f"{final} exists ({done_epochs} epochs): nothing to do", flush=True)
+            return
+        # a longer schedule than the finished one (T_EPOCHS raised): go on from the final weights, optimizer
+        # and epoch; the poly learning rate follows the new length, so it rises again (a warm restart)
+        extend = not os.path.isfile(latest)
+    resumed = os.path.isfile(latest) or extend
+    if extend:
+        tr.load_checkpoint(final)
+        tr.print_to_log_file(f"extending the finished {done_epochs}-epoch run from {final} to {tr.num_epochs} epochs")
+    elif resumed:
         # nnU-Net's own continue (nnUNetv2_train --c): weights, optimizer, epoch and logs from the last save
         tr.load_checkpoint(latest)
         tr.print_to_log_file(f"resumed from {latest} at epoch {tr.current_epoch}")
