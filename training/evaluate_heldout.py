@@ -14,7 +14,7 @@
    stage functions (on the first case it is checked voxel for voxel against the shipped ensemble run as
    inference.py runs it);
 4. scores every entry into --out (leaderboard, per-case metrics, figures).
-Cases already predicted are skipped, so an interrupted run resumes.
+Cases already predicted (maps newer than the members' checkpoints) are skipped, so an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -104,6 +104,9 @@ def main() -> int:
     images, gt_dir, pred_root, map_root = a.work / "images", a.work / "gt", a.work / "pred", a.work / "maps"
     for d in (images, gt_dir):
         d.mkdir(parents=True, exist_ok=True)
+    # a map older than its member's checkpoints came from earlier weights (a longer schedule, a retrain)
+    trained = {m["name"]: max(c.stat().st_mtime for c in (a.model_dir / m["model"]).glob("fold_*/checkpoint_*.pth"))
+               for m in raw["members"]}
     cases = []
     for seed in parse_seeds(a.seeds):  # the members' maps, kept (float32) so that a re-run or the fit's turn resumes
         case = f"t{a.task}_seed{seed}"
@@ -112,7 +115,8 @@ def main() -> int:
             image, label = generate_phantom(a.task, seed)
             sitk.WriteImage(label, str(gt_dir / f"{case}.mha"), True)
             sitk.WriteImage(image, str(images / f"{case}.mha"), True)
-        if all((map_root / n / f"{case}.npz").is_file() for n in names):
+        if all((map_root / n / f"{case}.npz").is_file() and (map_root / n / f"{case}.npz").stat().st_mtime >= trained[n]
+               for n in names):
             continue
         array, geometry = read_image(images / f"{case}.mha")
         maps: dict = {}

@@ -5,7 +5,8 @@
 
 Writes OUT/<case>.npz (float16 probabilities on the image grid, label names, spacing: the format of
 `panther-ensemble predict --save-probabilities`, read by `panther-ensemble fit`). Cases already written are
-skipped, so an interrupted run resumes. The folds come from the dataset's splits_final.json.
+skipped (unless older than the fold's checkpoint_final.pth), so an interrupted run resumes and a retrained
+fold is predicted again. The folds come from the dataset's splits_final.json.
 
 Why our engine and not nnU-Net's validation: the maps must be what the shipped ensemble computes (fast
 resampling, no mirroring, tile step 0.5), and on this CPU nnU-Net's validation of 30 cases took 13 min per
@@ -40,7 +41,11 @@ def main() -> int:
     ending = json.loads((a.raw / "dataset.json").read_text())["file_ending"]
     a.out.mkdir(parents=True, exist_ok=True)
     for fold, split in enumerate(splits):
-        todo = [c for c in split["val"] if not (a.out / f"{c}.npz").is_file()]
+        # a map older than its fold's checkpoint came from an earlier training of that fold (a longer
+        # schedule, a retrain): predict it again
+        trained = (a.model / f"fold_{fold}" / "checkpoint_final.pth").stat().st_mtime
+        todo = [c for c in split["val"]
+                if not (a.out / f"{c}.npz").is_file() or (a.out / f"{c}.npz").stat().st_mtime < trained]
         if not todo:
             continue
         spec = {"version": 1, "task": 2 if "T2" in a.raw.name else 1,
