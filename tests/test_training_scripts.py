@@ -1,0 +1,60 @@
+"""The training scripts' resume rules, on the real tiny nnU-Net model folder (tests/data/real_trainer_model)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "data" / "real_trainer_model" / "nnUNetTrainerPhantom__nnUNetPlansTiny__3d_fullres"
+
+
+def _oof(model: Path, raw: Path, out: Path, splits: Path) -> str:
+    run = subprocess.run([sys.executable, str(REPO / "training" / "predict_oof.py"), "--model", str(model),
+                          "--raw", str(raw), "--out", str(out), "--splits", str(splits)],
+                         capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run.stdout
+
+
+def test_out_of_fold_maps_resume_and_are_redone_after_a_retrain(tmp_path):
+    """A map already written is skipped; once its fold's checkpoint is newer (a longer schedule, a retrain),
+    it is predicted again instead of feeding the fit stale probabilities."""
+    model = tmp_path / "models" / TINY.name
+    shutil.copytree(TINY, model)
+    raw = tmp_path / "Dataset901_PhantomT1"
+    (raw / "imagesTr").mkdir(parents=True)
+    (raw / "dataset.json").write_text(json.dumps({"file_ending": ".mha"}))
+    rng = np.random.default_rng(0)
+    for case in ("c1", "c2"):
+        image = sitk.GetImageFromArray(rng.normal(100, 20, (12, 40, 44)).astype(np.float32))
+        image.SetSpacing((2.0, 2.0, 3.0))
+        sitk.WriteImage(image, str(raw / "imagesTr" / f"{case}_0000.mha"))
+    splits = tmp_path / "splits.json"
+    splits.write_text(json.dumps([{"train": ["c2"], "val": ["c1", "c2"]}]))
+    out = tmp_path / "oof"
+
+    first = _oof(model, raw, out, splits)
+    assert "fold 0 c1:" in first and "fold 0 c2:" in first
+    with np.load(out / "c1.npz") as f:
+        assert f["probabilities"].shape[1:] == (12, 40, 44)
+    written = {c: (out / f"{c}.npz").stat().st_mtime_ns for c in ("c1", "c2")}
+
+    assert "fold 0" not in _oof(model, raw, out, splits)  # resumed: nothing left to do
+    assert {c: (out / f"{c}.npz").stat().st_mtime_ns for c in ("c1", "c2")} == written
+
+    # c2's map predates the retrained checkpoint, c1's is made afresh after it
+    checkpoint = model / "fold_0" / "checkpoint_final.pth"
+    newer = (out / "c2.npz").stat().st_mtime + 10
+    os.utime(checkpoint, (newer, newer))
+    os.utime(out / "c1.npz", (newer + 1, newer + 1))
+    again = _oof(model, raw, out, splits)
+    assert "fold 0 c2:" in again and "fold 0 c1:" not in again
+    assert (out / "c2.npz").stat().st_mtime >= newer
