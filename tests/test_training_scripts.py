@@ -50,11 +50,13 @@ def test_out_of_fold_maps_resume_and_are_redone_after_a_retrain(tmp_path):
     assert "fold 0" not in _oof(model, raw, out, splits)  # resumed: nothing left to do
     assert {c: (out / f"{c}.npz").stat().st_mtime_ns for c in ("c1", "c2")} == written
 
-    # c2's map predates the retrained checkpoint, c1's is made afresh after it
+    # the fold is retrained after c2's map was written (c2's map is now older than the checkpoint), and
+    # before c1's (newer): only c2 is predicted again
     checkpoint = model / "fold_0" / "checkpoint_final.pth"
-    newer = (out / "c2.npz").stat().st_mtime + 10
-    os.utime(checkpoint, (newer, newer))
-    os.utime(out / "c1.npz", (newer + 1, newer + 1))
+    trained = checkpoint.stat().st_mtime
+    assert all((out / f"{c}.npz").stat().st_mtime > trained for c in ("c1", "c2"))
+    os.utime(out / "c2.npz", (trained - 10, trained - 10))
     again = _oof(model, raw, out, splits)
     assert "fold 0 c2:" in again and "fold 0 c1:" not in again
-    assert (out / "c2.npz").stat().st_mtime >= newer
+    assert (out / "c2.npz").stat().st_mtime > trained
+    assert (out / "c1.npz").stat().st_mtime_ns == written["c1"]
