@@ -104,16 +104,47 @@ def test_surface_distances_match_the_library_bit_for_bit(seed):
         warnings.simplefilter("error")  # no deprecated NumPy or SciPy name on our path
         ours = metrics.surface_distances(gt, pred, spacing, tables)
         again = metrics.surface_distances(gt, pred, spacing, tables)  # the cached table: same numbers
+        # the ground truth's half computed once over the whole array (the fit's way): same numbers
+        cached = metrics.surface_distances(gt, pred, spacing, tables, metrics.GroundTruthSurface(gt, spacing))
     assert set(ours) == set(ref)
     for k in ref:
         assert ours[k].dtype == ref[k].dtype and np.array_equal(ours[k], ref[k]), k
         assert np.array_equal(again[k], ref[k]), k
+        assert cached[k].dtype == ref[k].dtype and np.array_equal(cached[k], ref[k]), k
     table = tables(spacing)
     assert tables(list(spacing)) is table and not table.flags.writeable
     np.testing.assert_array_equal(table, surface_distance.lookup_tables.create_table_neighbour_code_to_surface_area(
         spacing))
     with pytest.raises(ValueError):
         metrics.surface_distances(gt, np.zeros_like(gt), spacing)
+
+
+def test_a_cached_ground_truth_surface_gives_the_same_metrics_for_many_predictions():
+    """One small tumour in a large array, scored against predictions that miss, overlap, touch the array's
+    edges or add far-away false positives: with the GroundTruthSurface (the fit's per-case cache) every
+    metric is bit-identical to the plain call, in correct and official spacing order."""
+    rng = np.random.default_rng(7)
+    shape = (30, 70, 64)
+    gt = np.zeros(shape, bool)
+    gt[12:17, 30:38, 25:31] = blob((5, 8, 6), 3, sigma=1.0) | (rng.random((5, 8, 6)) < 0.2)
+    gt[14, 33, 27] = True
+    spacing = (2.7, 0.7, 1.3)  # no spacing a binary fraction: rounding would show a different computation
+    tables = metrics.SurfelAreas()
+    for official in (False, True):
+        surface = metrics.GroundTruthSurface(gt, metrics.surface_spacing(spacing, official))
+        for k in range(12):
+            pred = np.roll(gt, int(rng.choice([-3, -2, -1, 1, 2, 3])), axis=int(rng.integers(0, 3)))
+            if k % 3 == 1:
+                pred[rng.random(shape) < 0.0005] = True  # scattered false positives, up to the array's edges
+            if k % 3 == 2:
+                pred = np.zeros(shape, bool)
+                pred[0:3, 0:4, 60:64] = True  # a miss in a corner
+            plain = metrics.case_metrics(pred, gt, spacing, official, surfel_areas=tables)
+            cached = metrics.case_metrics(pred, gt, spacing, official, surfel_areas=tables, gt_surface=surface)
+            assert plain == cached, (official, k)
+            assert plain["hd95"] > 0
+    with pytest.raises(ValueError, match="spacing"):
+        metrics.surface_distances(gt, gt, spacing, tables, metrics.GroundTruthSurface(gt, spacing[::-1]))
 
 
 NO_SIDE_EFFECTS_PROBE = r"""

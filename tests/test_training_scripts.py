@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,3 +61,30 @@ def test_out_of_fold_maps_resume_and_are_redone_after_a_retrain(tmp_path):
     assert "fold 0 c2:" in again and "fold 0 c1:" not in again
     assert (out / "c2.npz").stat().st_mtime > trained
     assert (out / "c1.npz").stat().st_mtime_ns == written["c1"]
+
+
+def test_freshness_rule_counts_every_file_below_a_folder(tmp_path):
+    """The one resume rule of predict_oof, evaluate_heldout and fit_default: an output newer than every input."""
+    sys.path.insert(0, str(REPO / "training"))
+    try:
+        from freshness import is_current, newest_mtime
+    finally:
+        sys.path.remove(str(REPO / "training"))
+    maps = tmp_path / "oof" / "default"
+    maps.mkdir(parents=True)
+    for i, name in enumerate(("a.npz", "b.npz")):
+        (maps / name).write_bytes(b"x")
+        os.utime(maps / name, (1000 + i, 1000 + i))
+    base = tmp_path / "base.json"
+    base.write_text("{}")
+    os.utime(base, (900, 900))
+    report = tmp_path / "report.md"
+    assert not is_current(report, [maps, base])  # no output yet
+    report.write_text("done")
+    os.utime(report, (1001, 1001))
+    assert newest_mtime([maps.parent, base]) == 1001
+    assert is_current(report, [maps.parent, base])  # as new as the newest input
+    os.utime(maps / "a.npz", (1002, 1002))  # one map below the folder redone after the report
+    assert not is_current(report, [maps.parent, base])
+    with pytest.raises(FileNotFoundError, match="no input files"):  # nothing to compare with is not "older"
+        newest_mtime([tmp_path / "empty"])

@@ -29,6 +29,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from freshness import is_current  # training/, the script's own folder
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -105,8 +107,7 @@ def main() -> int:
     for d in (images, gt_dir):
         d.mkdir(parents=True, exist_ok=True)
     # a map older than its member's checkpoints came from earlier weights (a longer schedule, a retrain)
-    trained = {m["name"]: max(c.stat().st_mtime for c in (a.model_dir / m["model"]).glob("fold_*/checkpoint_*.pth"))
-               for m in raw["members"]}
+    checkpoints = {m["name"]: sorted((a.model_dir / m["model"]).glob("fold_*/checkpoint_*.pth")) for m in raw["members"]}
     cases = []
     for seed in parse_seeds(a.seeds):  # the members' maps, kept (float32) so that a re-run or the fit's turn resumes
         case = f"t{a.task}_seed{seed}"
@@ -115,8 +116,7 @@ def main() -> int:
             image, label = generate_phantom(a.task, seed)
             sitk.WriteImage(label, str(gt_dir / f"{case}.mha"), True)
             sitk.WriteImage(image, str(images / f"{case}.mha"), True)
-        if all((map_root / n / f"{case}.npz").is_file() and (map_root / n / f"{case}.npz").stat().st_mtime >= trained[n]
-               for n in names):
+        if all(is_current(map_root / n / f"{case}.npz", checkpoints[n]) for n in names):
             continue
         array, geometry = read_image(images / f"{case}.mha")
         maps: dict = {}

@@ -20,6 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from freshness import is_current  # training/, the script's own folder
+
 REPO = Path(__file__).resolve().parents[1]
 # member name -> (trainer, plans): the three specialists of training/reproduce.sh
 MEMBERS = {"default": ("nnUNetTrainerPhantom", "nnUNetPlansPhantom"),
@@ -35,15 +37,6 @@ def base_spec(task: int, members: list[str]) -> dict:
     return {"version": 1, "task": task, "description": f"phantom specialists of {ds}: base spec for the fit",
             "members": [{"name": n, "model": f"{ds}/{MEMBERS[n][0]}__{MEMBERS[n][1]}__3d_fullres", "folds": [0, 1],
                          "mirroring": False, "resampling": "fast"} for n in members]}
-
-
-def fit_is_current(fit_dir: Path, inputs: list[Path]) -> bool:
-    """A finished fit (its report.md is written last) newer than every input file: the step resumes."""
-    done = fit_dir / "report.md"
-    if not done.is_file():
-        return False
-    newest = max(f.stat().st_mtime for p in inputs for f in ([p] if p.is_file() else p.rglob("*")))
-    return done.stat().st_mtime > newest
 
 
 def main() -> int:
@@ -71,7 +64,12 @@ def main() -> int:
            "--oof", *[f"{n}={a.oof / n}" for n in members], "--gt", str(a.gt), "--out", str(a.work / "fit"),
            "--objective", "mean-rank", "--folds", "5", "--seed", "0", *a.search.split()]
     print(" ".join(cmd), flush=True)
-    if fit_is_current(a.work / "fit", [a.work / "base.json", *[a.oof / n for n in members]]):
+    # the search options are an input too: a changed grid must fit again
+    search_text = " ".join(a.search.split()) + "\n"
+    if not (a.work / "search.txt").is_file() or (a.work / "search.txt").read_text() != search_text:
+        (a.work / "search.txt").write_text(search_text)
+    # report.md is written last, so a fit stopped half-way is not current
+    if is_current(a.work / "fit" / "report.md", [a.work / "base.json", a.work / "search.txt", *[a.oof / n for n in members]]):
         print(f"{a.work / 'fit'}: fitted after its inputs last changed: kept (delete it to fit again)", flush=True)
     else:
         shutil.rmtree(a.work / "fit", ignore_errors=True)

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from freshness import is_current  # training/, the script's own folder
+
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -43,9 +45,8 @@ def main() -> int:
     for fold, split in enumerate(splits):
         # a map older than its fold's checkpoint came from an earlier training of that fold (a longer
         # schedule, a retrain): predict it again
-        trained = (a.model / f"fold_{fold}" / "checkpoint_final.pth").stat().st_mtime
-        todo = [c for c in split["val"]
-                if not (a.out / f"{c}.npz").is_file() or (a.out / f"{c}.npz").stat().st_mtime < trained]
+        checkpoint = a.model / f"fold_{fold}" / "checkpoint_final.pth"
+        todo = [c for c in split["val"] if not is_current(a.out / f"{c}.npz", [checkpoint])]
         if not todo:
             continue
         spec = {"version": 1, "task": 2 if "T2" in a.raw.name else 1,

@@ -38,13 +38,16 @@ LOGS=$PANTHER_DATA/logs
 PE="$NNUNET_BIN/panther-ensemble"
 P_EPOCHS=${P_EPOCHS:-60}    # x 50 iterations: pre-training stage 1 (anatomy), both looks
 P2_EPOCHS=${P2_EPOCHS:-24}  # x 50 iterations: pre-training stage 2 (tumour focus), from stage 1
-T_EPOCHS=${T_EPOCHS:-12}    # x 50 iterations: each specialist fold, from the pre-trained network
+T_EPOCHS=${T_EPOCHS:-36}    # x 50 iterations: each specialist fold, from the pre-trained network (a finished
+                            # shorter run is extended from its checkpoint_final)
 T_LR=${T_LR:-0.005}
 T_TUMOUR_W=${T_TUMOUR_W:-4}  # tumour cross-entropy weight of the specialists (as in pre-training stage 2)
 HELDOUT_SEEDS=${HELDOUT_SEEDS:-1100-1119}
+TASKS=${TASKS:-1 2}         # the tasks that train ... samples work on, e.g. TASKS=1 to finish Task 1 first
 ALL="data plan pretrain train oof export fit heldout baseline samples"
 STEPS=${*:-$ALL}
 stamp() { echo "[$(date +%H:%M:%S)] $*"; }
+wait_all() { local pid; for pid in "$@"; do wait "$pid"; done; }  # fails when one of them failed
 
 # members: name -> trainer, plans
 declare -A TRAINER=([default]=nnUNetTrainerPhantom [DA5]=nnUNetTrainerPhantomDA5 [iso]=nnUNetTrainerPhantom)
@@ -140,7 +143,7 @@ step_pretrain() {
 
 step_train() {
   local t m f
-  for t in 1 2; do
+  for t in $TASKS; do
     for m in $MEMBERS; do
       for f in 0 1; do  # the two folds side by side: on 2 cores this beats one run at a time
         stamp "Task $t $m fold $f"
@@ -155,7 +158,7 @@ step_train() {
 
 step_oof() {
   local t m
-  for t in 1 2; do
+  for t in $TASKS; do
     for m in $MEMBERS; do
       stamp "out-of-fold maps: Task $t $m"
       "$PY" "$HERE/predict_oof.py" --model "$(model_dir "$t" "$m")" --raw "$nnUNet_raw/${DS[$t]}" \
@@ -167,8 +170,10 @@ step_oof() {
 step_export() {
   stamp "exporting model_weights/"
   local models=() t m
-  for t in 1 2; do for m in $MEMBERS; do models+=("$(model_dir "$t" "$m")"); done; done
-  rm -rf "$REPO/model_weights/Dataset90"*
+  for t in $TASKS; do
+    for m in $MEMBERS; do models+=("$(model_dir "$t" "$m")"); done
+    rm -rf "${REPO:?}/model_weights/${DS[$t]}"  # only this task's: the other task's shipped models stay
+  done
   "$PY" "$HERE/export_weights.py" --dest "$REPO/model_weights" "${models[@]}"
   "$PY" "$HERE/summarize.py" > "$HERE/results.md"
 }
@@ -178,19 +183,19 @@ declare -A FIT_SEARCH=([1]="" [2]="--weight-step 0.2 --min-volumes off,500 --kee
 
 step_fit() {
   local t pids=()
-  for t in 1 2; do  # the two tasks side by side (each fit runs on one core)
+  for t in $TASKS; do  # the two tasks side by side (each fit runs on one core)
     stamp "fitting the Task $t ensemble"
     "$PY" "$HERE/fit_default.py" --task "$t" --oof "$PANTHER_DATA/oof/${DS[$t]}" --gt "$nnUNet_raw/${DS[$t]}/labelsTr" \
       --work "$PANTHER_DATA/fit/${DS[$t]}" --report "$REPO/docs/results/fit_task$t" --search "${FIT_SEARCH[$t]}" \
       >> "$LOGS/fit_t$t.log" 2>&1 &
     pids+=($!)
   done
-  for pid in "${pids[@]}"; do wait "$pid"; done  # a failed fit fails the step
+  wait_all "${pids[@]}"
 }
 
 step_heldout() {
   local t pids=()
-  for t in 1 2; do  # (`evaluate_heldout.py --stage maps --members-spec <the fit's base.json>` may run before the fit)
+  for t in $TASKS; do  # (`evaluate_heldout.py --stage maps --members-spec <the fit's base.json>` may run before the fit)
     stamp "held-out phantoms, Task $t (seeds $HELDOUT_SEEDS)"
     # every trained member (the fit's base spec), also those the fit gave weight 0 and left out of the shipped spec
     "$PY" "$HERE/evaluate_heldout.py" --task "$t" --seeds "$HELDOUT_SEEDS" --work "$PANTHER_DATA/heldout/task$t" --threads 1 \
@@ -198,12 +203,12 @@ step_heldout() {
       >> "$LOGS/heldout_t$t.log" 2>&1 &
     pids+=($!)
   done
-  for pid in "${pids[@]}"; do wait "$pid"; done  # the two tasks side by side, one core each (OMP_NUM_THREADS=1)
+  wait_all "${pids[@]}"  # the two tasks side by side, one core each (OMP_NUM_THREADS=1)
 }
 
 step_baseline() {
   local t
-  for t in 1 2; do
+  for t in $TASKS; do
     stamp "threshold baselines, Task $t"
     "$PE" phantom baseline --task "$t" --train-seeds 0-59 --test-seeds "$HELDOUT_SEEDS" \
       --dataset-dir "$nnUNet_raw/${DS[$t]}" --json "$HERE/baseline_t$t.json" > /dev/null

@@ -63,8 +63,38 @@ class SurfelAreas:
         return table
 
 
+class GroundTruthSurface:
+    """The ground truth's half of `surface_distances`, computed once for scoring many predictions of one case.
+
+    Its neighbour codes, border voxels and the distance transform to its border, over the whole array plus
+    one empty voxel on the high side of every axis. Every voxel outside the two masks' joint box is empty,
+    so these numbers restricted to any joint box are the ones the library computes on its crop (a border
+    voxel lies inside the box, the distance to the nearest one does not depend on what lies beyond): the
+    same result for about half the work per prediction (tested bit for bit). Memory: 8 bytes per voxel.
+    """
+
+    def __init__(self, mask_gt: np.ndarray, spacing_mm: Sequence[float]) -> None:
+        mask_gt = np.asarray(mask_gt, bool)
+        if not mask_gt.any():
+            raise ValueError("GroundTruthSurface needs a non-empty mask")
+        self.shape = mask_gt.shape
+        self.spacing = tuple(float(s) for s in spacing_mm)
+        self.codes, self.border = _neighbour_codes(mask_gt)
+        self.distance = scipy.ndimage.distance_transform_edt(~self.border, sampling=self.spacing)
+
+
+def _neighbour_codes(mask: np.ndarray, box=None) -> tuple[np.ndarray, np.ndarray]:
+    """surface-distance's neighbour codes and border voxels of mask[box], with one empty voxel appended on
+    the high side of every axis (the library's crop)."""
+    box = box if box is not None else [(0, n) for n in mask.shape]
+    crop = np.zeros([hi - lo + 1 for lo, hi in box], np.uint8)
+    crop[:-1, :-1, :-1] = mask[box_slices(box)]
+    code = scipy.ndimage.correlate(crop, lookup_tables.ENCODE_NEIGHBOURHOOD_3D_KERNEL, mode="constant", cval=0)
+    return code, (code != 0) & (code != 0b11111111)
+
+
 def surface_distances(mask_gt: np.ndarray, mask_pred: np.ndarray, spacing_mm: Sequence[float],
-                      surfel_areas: SurfelAreas | None = None) -> dict:
+                      surfel_areas: SurfelAreas | None = None, gt_surface: GroundTruthSurface | None = None) -> dict:
     """surface-distance's `compute_surface_distances` for two non-empty 3D bool masks: the same dict, the
     same numbers (bit for bit; tested against the library).
 
@@ -72,6 +102,7 @@ def surface_distances(mask_gt: np.ndarray, mask_pred: np.ndarray, spacing_mm: Se
     neighbour codes by correlation with its 2x2x2 kernel, border voxels, Euclidean distance transforms
     with the spacing, surfel areas from its lookup table, each list sorted by (distance, area). The sort
     is numpy's lexsort instead of Python's sort of tuples (same order, much faster on large surfaces).
+    gt_surface: mask_gt's `GroundTruthSurface` (same array, same spacing), to reuse across predictions.
     """
     if not mask_gt.any() or not mask_pred.any():
         raise ValueError("surface_distances needs two non-empty masks")
@@ -79,18 +110,19 @@ def surface_distances(mask_gt: np.ndarray, mask_pred: np.ndarray, spacing_mm: Se
     box = bounding_box(mask_gt | mask_pred)
     table = surfel_areas(spacing) if surfel_areas is not None else \
         lookup_tables.create_table_neighbour_code_to_surface_area(spacing)
-    kernel = lookup_tables.ENCODE_NEIGHBOURHOOD_3D_KERNEL
-    codes, borders = [], []
-    for mask in (mask_gt, mask_pred):
-        crop = np.zeros([hi - lo + 1 for lo, hi in box], np.uint8)
-        crop[:-1, :-1, :-1] = mask[box_slices(box)]
-        code = scipy.ndimage.correlate(crop, kernel, mode="constant", cval=0)
-        codes.append(code)
-        borders.append((code != 0) & (code != 0b11111111))
-    dist_to_gt = scipy.ndimage.distance_transform_edt(~borders[0], sampling=spacing)
-    dist_to_pred = scipy.ndimage.distance_transform_edt(~borders[1], sampling=spacing)
-    d_gt, a_gt = _sorted(dist_to_pred[borders[0]], table[codes[0]][borders[0]])
-    d_pred, a_pred = _sorted(dist_to_gt[borders[1]], table[codes[1]][borders[1]])
+    code_pred, border_pred = _neighbour_codes(mask_pred, box)
+    if gt_surface is None:
+        code_gt, border_gt = _neighbour_codes(mask_gt, box)
+        dist_to_gt = scipy.ndimage.distance_transform_edt(~border_gt, sampling=spacing)
+    else:
+        if gt_surface.shape != mask_gt.shape or gt_surface.spacing != spacing:
+            raise ValueError(f"gt_surface is of shape {gt_surface.shape} and spacing {gt_surface.spacing}, "
+                             f"the masks of {mask_gt.shape} and {spacing}")
+        grown = tuple(slice(lo, hi + 1) for lo, hi in box)  # the box and the appended empty voxel
+        code_gt, border_gt, dist_to_gt = gt_surface.codes[grown], gt_surface.border[grown], gt_surface.distance[grown]
+    dist_to_pred = scipy.ndimage.distance_transform_edt(~border_pred, sampling=spacing)
+    d_gt, a_gt = _sorted(dist_to_pred[border_gt], table[code_gt][border_gt])
+    d_pred, a_pred = _sorted(dist_to_gt[border_pred], table[code_pred][border_pred])
     return {"distances_gt_to_pred": d_gt, "distances_pred_to_gt": d_pred,
             "surfel_areas_gt": a_gt, "surfel_areas_pred": a_pred}
 
@@ -190,7 +222,8 @@ def _checked_shapes(pred: np.ndarray, gt: np.ndarray, spacing_zyx, full_shape, p
 
 def case_metrics(pred: np.ndarray, gt: np.ndarray, spacing_zyx: Sequence[float], official: bool = False, *,
                  full_shape: Sequence[int] | None = None, pred_name: object = "prediction",
-                 gt_name: object = "ground truth", surfel_areas: SurfelAreas | None = None) -> dict:
+                 gt_name: object = "ground truth", surfel_areas: SurfelAreas | None = None,
+                 gt_surface: GroundTruthSurface | None = None) -> dict:
     """The PANTHER metrics of one case, as a dict with `CASE_KEYS` (floats, all finite).
 
     pred: binary prediction (bool, or values {0, 1} / {0, v}; see `binarise_prediction`).
@@ -203,6 +236,8 @@ def case_metrics(pred: np.ndarray, gt: np.ndarray, spacing_zyx: Sequence[float],
         uniform when the FULL image is all 0 or all 1) and the penalty diagonal. Default: pred.shape.
     pred_name, gt_name: what InputError messages call the two inputs (file paths from the CLI).
     surfel_areas: a `SurfelAreas` cache to reuse across calls (same numbers, less work).
+    gt_surface: the ground truth tumour's `GroundTruthSurface` with the surface spacing (`surface_spacing`),
+        for whoever scores many predictions against one case (same numbers, less work).
 
     Rules: a uniform prediction scores Dice 0, surface Dice 0, HD95 = MASD = image diagonal (mm) and
     predicted volume 0 (even when it is all 1, and even when the ground truth has no tumour). A non-uniform
@@ -227,9 +262,12 @@ def case_metrics(pred: np.ndarray, gt: np.ndarray, spacing_zyx: Sequence[float],
         return {"dice": 0.0, "surface_dice_5mm": 0.0, "hd95": diagonal, "masd": diagonal,
                 "pred_volume_mm3": pred_volume, "gt_volume_mm3": gt_volume}
 
-    box = box_slices(bounding_box(p | g, CROP_MARGIN))
-    pc, gc = p[box], g[box]
-    dists = surface_distances(gc, pc, surface_spacing(spacing, official), surfel_areas)
+    if gt_surface is None:
+        box = box_slices(bounding_box(p | g, CROP_MARGIN))
+        pc, gc = p[box], g[box]
+    else:
+        pc, gc = p, g  # the cached surface covers the whole array; surface_distances crops it to the joint box
+    dists = surface_distances(gc, pc, surface_spacing(spacing, official), surfel_areas, gt_surface)
     dice = float(sd.compute_dice_coefficient(gc, pc))
     surface_dice = float(sd.compute_surface_dice_at_tolerance(dists, tolerance_mm=SURFACE_DICE_TOLERANCE_MM))
     hd95 = float(sd.compute_robust_hausdorff(dists, percent=HAUSDORFF_PERCENT))

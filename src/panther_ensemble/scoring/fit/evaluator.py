@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import OrderedDict
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -17,10 +18,13 @@ import torch
 from ...inference.ensemble import WeightedProbabilities, common_label_space, decide, label_mask
 from ...inference.postprocess import postprocess
 from ..leaderboard import aggregate
-from ..metrics import AGGREGATE_KEYS, CASE_KEYS, SurfelAreas, case_metrics, image_diagonal_mm
+from ..metrics import (AGGREGATE_KEYS, CASE_KEYS, GroundTruthSurface, SurfelAreas, case_metrics,
+                       image_diagonal_mm, surface_spacing, tumour_mask)
 from .cases import CaseData, Dataset
 from .space import PP_OFF, Candidate
 
+#: cases whose ground-truth surface the Evaluator keeps (see Evaluator._gt_surface)
+GT_SURFACES_KEPT = 4
 #: default weights of the `weighted` objective (see `weighted_score`)
 DEFAULT_METRIC_WEIGHTS = {k: 1.0 for k in AGGREGATE_KEYS}
 
@@ -28,10 +32,11 @@ DEFAULT_METRIC_WEIGHTS = {k: 1.0 for k in AGGREGATE_KEYS}
 class Evaluator:
     """Per-case metrics of candidates, computed lazily and kept: metrics[candidate] is (cases, 6) with
     CASE_KEYS columns, NaN where not computed yet. Identical output masks of a case share one metric call;
-    the surfel-area tables of the surface metrics are built once per spacing. Every cache lives here."""
+    the surfel-area tables of the surface metrics are built once per spacing; the ground truth's border
+    distances once per case (kept for the last `gt_surfaces_kept` cases). Every cache lives here."""
 
     def __init__(self, data: Dataset, tumor_label: str = "tumor", pancreas_label: str = "pancreas",
-                 official: bool = False):
+                 official: bool = False, gt_surfaces_kept: int = GT_SURFACES_KEPT):
         self.data = data
         self.tumor_label = tumor_label
         self.pancreas_label = pancreas_label
@@ -40,6 +45,10 @@ class Evaluator:
         self._mask_metrics: dict[tuple[int, bytes], tuple] = {}
         self._outside: dict[tuple[int, tuple], bool] = {}
         self._surfel_areas = SurfelAreas()
+        # the ground truth's border distances of the last few cases: candidates are scored case by case, and
+        # one case's map is 8 bytes per crop voxel, so keeping every case would cost gigabytes
+        self._gt_surfaces: OrderedDict[int, GroundTruthSurface | None] = OrderedDict()
+        self._gt_surfaces_kept = gt_surfaces_kept  # 0: none (each metric call does the whole computation)
         self.stats = {"weightings": 0, "decisions": 0, "postprocess": 0, "metric_calls": 0, "metric_reused": 0}
         self.seconds = {"probabilities": 0.0, "decide": 0.0, "postprocess": 0.0, "metrics": 0.0}
 
@@ -163,12 +172,27 @@ class Evaluator:
         case = self.data.cases[ci]
         t = time.perf_counter()
         m = case_metrics(mask, case.gt, case.spacing, self.official, full_shape=case.full_shape,
-                         pred_name=f"candidate on {case.cid}", gt_name=case.cid, surfel_areas=self._surfel_areas)
+                         pred_name=f"candidate on {case.cid}", gt_name=case.cid, surfel_areas=self._surfel_areas,
+                         gt_surface=self._gt_surface(ci))
         self.seconds["metrics"] += time.perf_counter() - t
         self.stats["metric_calls"] += 1
         row = tuple(float(m[k]) for k in CASE_KEYS)
         self._mask_metrics[key] = row
         return row
+
+    def _gt_surface(self, ci: int) -> GroundTruthSurface | None:
+        if self._gt_surfaces_kept <= 0:
+            return None
+        if ci in self._gt_surfaces:
+            self._gt_surfaces.move_to_end(ci)
+            return self._gt_surfaces[ci]
+        case = self.data.cases[ci]
+        gt = tumour_mask(case.gt, case.cid)
+        surface = GroundTruthSurface(gt, surface_spacing(case.spacing, self.official)) if gt.any() else None
+        self._gt_surfaces[ci] = surface
+        while len(self._gt_surfaces) > self._gt_surfaces_kept:
+            self._gt_surfaces.popitem(last=False)
+        return surface
 
     # ---------------------------------------------------------------------------------------------
     def aggregate(self, cand: Candidate, case_idx: Sequence[int]) -> dict:
