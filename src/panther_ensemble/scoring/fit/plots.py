@@ -60,8 +60,10 @@ def _panel(ax, ev, res, names, decs, colors, xkey: str, xlab: str) -> None:
         ax.scatter([s.agg[xkey] for s in pts], [s.agg["dice"] for s in pts], s=18, color=colors[d],
                    alpha=0.75, label=f"weightings, {dec_label(d)}", zorder=2)
     front = pareto_front([(s.agg[xkey], s.agg["dice"]) for s in scored])
+    # markers on top of everything: where one candidate beats all others on both axes the front is that single
+    # point (often the chosen star), and a line alone would draw nothing
     ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="black", lw=1.3, ls="--",
-            label="Pareto front (all candidates)", zorder=4)
+            marker="o", markersize=6, markerfacecolor="none", zorder=7, label="Pareto front (all candidates)")
     for nm in names:
         agg = res.reference[nm]
         ax.scatter([agg[xkey]], [agg["dice"]], s=120, marker="s", color="white", edgecolor="black", lw=1.5, zorder=5)
