@@ -217,7 +217,7 @@ step_baseline() {
 
 step_samples() {
   stamp "sample cases, expected outputs, real-trainer fixture"
-  bash "$HERE/make_samples.sh"
+  TASKS=$TASKS bash "$HERE/make_samples.sh"
   bash "$REPO/test/make_expected.sh"
   bash "$HERE/make_fixture.sh"
 }
