@@ -65,7 +65,7 @@ PRE=$nnUNet_results/${DS[0]}/nnUNetTrainerPhantomTumourFocus__nnUNetPlansPhantom
 timed() {  # timed STEP: run step_STEP and record its wall time
   local t0; t0=$(date +%s)
   "step_$1"
-  "$PY" "$HERE/timings.py" "$HERE/timings.json" "$1" $(( $(date +%s) - t0 ))
+  "$PY" "$HERE/timings.py" "$HERE/timings.json" "$1" $(( $(date +%s) - t0 )) "$TASKS"
 }
 
 gen() {  # gen TASK SEEDS DATASET_ID NAME: phantoms into the raw dataset, in two processes

@@ -1,6 +1,7 @@
-"""Record one step's wall time: python training/timings.py FILE STEP SECONDS (FILE is JSON, updated in place).
+"""Record one step's wall time: python training/timings.py FILE STEP SECONDS [TASKS] (FILE is JSON, updated in place).
 
-Each step keeps its latest run and the sum of all its runs (a step resumed across sessions adds up)."""
+Each step keeps its latest run and the sum of all its runs (a step resumed across sessions adds up); TASKS
+(reproduce.sh's, e.g. "1") says which tasks the latest run covered."""
 
 import json
 import platform
@@ -15,6 +16,8 @@ entry["runs"] += 1
 entry["total_s"] = round(entry["total_s"] + seconds, 1)
 entry["last_s"] = round(seconds, 1)
 entry["last_finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+if len(sys.argv) > 4:
+    entry["last_tasks"] = sys.argv[4]
 data["total_min"] = round(sum(e["total_s"] for e in data["steps"].values()) / 60, 1)
 path.write_text(json.dumps(data, indent=2) + "\n")
 print(f"{step}: {seconds / 60:.1f} min (all steps so far: {data['total_min']} min)")
