@@ -466,6 +466,39 @@ def test_rank_table_directions_and_ties():
     assert [rows[n]["position"] for n in "ABC"] == [1, 3, 1]
 
 
+def _case(dice, hd95, pred_ml=10.0, gt_ml=10.0):
+    return {"dice": dice, "surface_dice_5mm": dice, "hd95": hd95, "masd": hd95 / 3, "pred_volume_mm3": pred_ml * 1000,
+            "gt_volume_mm3": gt_ml * 1000}
+
+
+def test_rank_stability_is_paired_and_sees_an_outlier():
+    cases = [f"c{i}" for i in range(12)]
+    rng = np.random.default_rng(3)
+    base = {c: (float(rng.uniform(0.3, 0.8)), float(rng.uniform(5, 40))) for c in cases}
+    # "better" beats "worse" on every metric of every case: first in every draw, whatever the cases' spread
+    per_case = {"worse": {c: _case(d, h, 8.0) for c, (d, h) in base.items()},
+                "better": {c: _case(d + 0.05, h - 2, 9.0) for c, (d, h) in base.items()}}
+    out = leaderboard.rank_stability(per_case, resamples=300, seed=1)
+    assert out["better"]["first"] == 1.0 and out["worse"]["first"] == 0.0
+    assert out["better"]["mean_rank_p97.5"] == 1.0 and out["worse"]["mean_rank_p2.5"] == 2.0
+    # "spiky" beats "better" on every metric of 11 cases and fails the 12th (an empty mask: the diagonal as
+    # HD95): the full table ranks it behind "better", but every draw without that case ranks it first
+    per_case["spiky"] = {c: _case(d + 0.08, h - 3, 9.5) for c, (d, h) in base.items()}
+    per_case["spiky"]["c0"] = _case(0.0, 524.0, 0.0)
+    rows = {r["name"]: r for r in leaderboard.rank_table({n: leaderboard.aggregate(v) for n, v in per_case.items()})}
+    assert rows["spiky"]["mean_rank"] > rows["better"]["mean_rank"]
+    out = leaderboard.rank_stability(per_case, resamples=400, seed=2)
+    without_c0 = (1 - 1 / len(cases)) ** len(cases)  # share of draws that miss c0: about 0.35
+    assert without_c0 - 0.1 < out["spiky"]["first"] < 0.75
+    assert out["better"]["first"] > 0.2 and out["worse"]["first"] == 0.0
+    assert out["spiky"]["mean_rank_p2.5"] == 1.0 and out["spiky"]["mean_rank_p97.5"] > rows["better"]["mean_rank"]
+    assert sum(v["first"] for v in out.values()) >= 1.0
+    assert leaderboard.rank_stability(per_case, resamples=50, seed=5) == \
+        leaderboard.rank_stability(per_case, resamples=50, seed=5)  # reproducible
+    with pytest.raises(ValueError, match="other cases"):
+        leaderboard.rank_stability({"a": per_case["worse"], "b": {"c0": per_case["worse"]["c0"]}})
+
+
 # ----------------------------------------------------------------------------------------------------------
 # command line, end to end on .mha files
 # ----------------------------------------------------------------------------------------------------------

@@ -88,3 +88,23 @@ def test_freshness_rule_counts_every_file_below_a_folder(tmp_path):
     assert not is_current(report, [maps.parent, base])
     with pytest.raises(FileNotFoundError, match="no input files"):  # nothing to compare with is not "older"
         newest_mtime([tmp_path / "empty"])
+
+
+def test_heldout_rank_stability_reads_evaluate_s_per_case_tables(tmp_path):
+    """evaluate_heldout.write_rank_stability on the committed held-out tables (panther-ensemble evaluate's
+    metrics.csv): per-case rows only (its closing aggregate row has no volumes), every entry present."""
+    sys.path.insert(0, str(REPO / "training"))
+    try:
+        import evaluate_heldout
+    finally:
+        sys.path.remove(str(REPO / "training"))
+    entries = ["default", "DA5", "iso", "equal", "fitted"]
+    for e in entries:
+        (tmp_path / e).mkdir()
+        shutil.copy(REPO / "docs" / "results" / "heldout_task2" / e / "metrics.csv", tmp_path / e / "metrics.csv")
+    result = evaluate_heldout.write_rank_stability(tmp_path, entries, resamples=200)
+    written = json.loads((tmp_path / "rank_stability.json").read_text())
+    assert written["cases"] == 20 and set(written["entries"]) == set(entries)
+    assert sum(r["first"] for r in result.values()) >= 1.0
+    for r in written["entries"].values():
+        assert 1.0 <= r["mean_rank_p2.5"] <= r["mean_rank_median"] <= r["mean_rank_p97.5"] <= 5.0

@@ -155,9 +155,35 @@ def main() -> int:
     cmd = [sys.executable, "-m", "panther_ensemble.cli", "evaluate", "--pred", *[str(pred_root / e) for e in entries],
            "--names", *entries, "--gt", str(gt_dir), "--out", str(a.out)]
     subprocess.run(cmd, check=True)
+    write_rank_stability(a.out, entries)
     (a.out / "command.json").write_text(json.dumps({"command": " ".join(sys.argv), "seeds": a.seeds,
                                                     "spec": str(spec_path.relative_to(REPO))}, indent=2) + "\n")
     return 0
+
+
+def write_rank_stability(out: Path, entries: list[str], resamples: int = 2000) -> dict:
+    """OUT/rank_stability.json: how often each entry leads the leaderboard when the held-out cases are
+    resampled with replacement (paired: one draw for all entries; `scoring.rank_stability`), from the
+    per-case metrics.csv that `panther-ensemble evaluate` wrote for each entry. 20 cases are few: this says
+    how much of the table's order they support."""
+    import csv
+
+    from panther_ensemble.scoring import rank_stability
+    from panther_ensemble.scoring.metrics import CASE_KEYS
+
+    per_case = {}
+    for e in entries:
+        with open(out / e / "metrics.csv", newline="") as f:
+            # per-case rows only: the closing "aggregate" row has no volumes
+            per_case[e] = {r["case"]: {k: float(r[k]) for k in CASE_KEYS} for r in csv.DictReader(f)
+                           if r["pred_volume_mm3"] != ""}
+    result = rank_stability(per_case, resamples=resamples, seed=0)
+    (out / "rank_stability.json").write_text(json.dumps(
+        {"resamples": resamples, "seed": 0, "cases": len(per_case[entries[0]]),
+         "entries": {e: {k: round(v, 4) for k, v in r.items()} for e, r in result.items()}}, indent=2) + "\n")
+    print("leads the leaderboard in this share of resampled case sets: "
+          + ", ".join(f"{e} {r['first']:.2f}" for e, r in result.items()), flush=True)
+    return result
 
 
 if __name__ == "__main__":

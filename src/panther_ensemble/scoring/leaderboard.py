@@ -61,3 +61,36 @@ def rank_table(aggregates: Mapping[str, Mapping[str, float]]) -> list[dict]:
 def mean_rank_of(name: str, aggregates: Mapping[str, Mapping[str, float]]) -> float:
     """The mean rank of entry `name` on the leaderboard of `aggregates`."""
     return next(r["mean_rank"] for r in rank_table(aggregates) if r["name"] == name)
+
+
+def rank_stability(per_case: Mapping[str, Mapping[object, Mapping[str, float]]], resamples: int = 2000,
+                   seed: int = 0) -> dict:
+    """How firm a leaderboard's order is: the cases are drawn with replacement (the same draw for every
+    entry, so comparisons stay paired) `resamples` times, and each draw is ranked like the full table.
+
+    per_case: entry name -> case -> metrics with the CASE_KEYS; every entry needs the same cases.
+    Returns entry name -> {"first": share of draws in which the entry holds position 1 (ties count for every
+    tied entry), "mean_rank_p2.5", "mean_rank_median", "mean_rank_p97.5": its mean rank's percentiles}.
+    """
+    names = list(per_case)
+    if not names:
+        raise ValueError("rank_stability() needs at least one entry")
+    cases = list(per_case[names[0]])
+    for n in names:
+        if set(per_case[n]) != set(cases):
+            raise ValueError(f"entry {n!r} is scored on other cases than {names[0]!r}")
+    if not cases or resamples < 1:
+        raise ValueError("rank_stability() needs at least one case and one resample")
+    rng = np.random.default_rng(seed)
+    first = {n: 0 for n in names}
+    mean_ranks: dict[str, list[float]] = {n: [] for n in names}
+    for _ in range(resamples):
+        draw = rng.integers(0, len(cases), len(cases))
+        aggregates = {n: aggregate({i: per_case[n][cases[c]] for i, c in enumerate(draw)}) for n in names}
+        for row in rank_table(aggregates):
+            mean_ranks[row["name"]].append(row["mean_rank"])
+            first[row["name"]] += row["position"] == 1
+    return {n: {"first": first[n] / resamples,
+                "mean_rank_p2.5": float(np.percentile(mean_ranks[n], 2.5)),
+                "mean_rank_median": float(np.median(mean_ranks[n])),
+                "mean_rank_p97.5": float(np.percentile(mean_ranks[n], 97.5))} for n in names}
