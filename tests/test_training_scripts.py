@@ -67,7 +67,7 @@ def test_freshness_rule_counts_every_file_below_a_folder(tmp_path):
     """The one resume rule of predict_oof, evaluate_heldout and fit_default: an output newer than every input."""
     sys.path.insert(0, str(REPO / "training"))
     try:
-        from freshness import is_current, newest_mtime
+        from freshness import is_current, newest_mtime, write_if_changed
     finally:
         sys.path.remove(str(REPO / "training"))
     maps = tmp_path / "oof" / "default"
@@ -86,13 +86,17 @@ def test_freshness_rule_counts_every_file_below_a_folder(tmp_path):
     assert is_current(report, [maps.parent, base])  # as new as the newest input
     os.utime(maps / "a.npz", (1002, 1002))  # one map below the folder redone after the report
     assert not is_current(report, [maps.parent, base])
+    write_if_changed(base, "{}")  # same text: the input keeps its time, the report stays current
+    assert base.stat().st_mtime == 900
+    write_if_changed(base, '{"members": []}')  # new text: rewritten, the report is stale
+    assert base.read_text() == '{"members": []}' and not is_current(report, [base])
     with pytest.raises(FileNotFoundError, match="no input files"):  # nothing to compare with is not "older"
         newest_mtime([tmp_path / "empty"])
 
 
 def test_heldout_rank_stability_reads_evaluate_s_per_case_tables(tmp_path):
     """evaluate_heldout.write_rank_stability on the committed held-out tables (panther-ensemble evaluate's
-    metrics.csv): per-case rows only (its closing aggregate row has no volumes), every entry present."""
+    metrics.json): the 20 cases of every entry, none of the aggregates."""
     sys.path.insert(0, str(REPO / "training"))
     try:
         import evaluate_heldout
@@ -101,7 +105,7 @@ def test_heldout_rank_stability_reads_evaluate_s_per_case_tables(tmp_path):
     entries = ["default", "DA5", "iso", "equal", "fitted"]
     for e in entries:
         (tmp_path / e).mkdir()
-        shutil.copy(REPO / "docs" / "results" / "heldout_task2" / e / "metrics.csv", tmp_path / e / "metrics.csv")
+        shutil.copy(REPO / "docs" / "results" / "heldout_task2" / e / "metrics.json", tmp_path / e / "metrics.json")
     result = evaluate_heldout.write_rank_stability(tmp_path, entries, resamples=200)
     written = json.loads((tmp_path / "rank_stability.json").read_text())
     assert written["cases"] == 20 and set(written["entries"]) == set(entries)

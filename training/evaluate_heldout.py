@@ -164,19 +164,11 @@ def main() -> int:
 def write_rank_stability(out: Path, entries: list[str], resamples: int = 2000) -> dict:
     """OUT/rank_stability.json: how often each entry leads the leaderboard when the held-out cases are
     resampled with replacement (paired: one draw for all entries; `scoring.rank_stability`), from the
-    per-case metrics.csv that `panther-ensemble evaluate` wrote for each entry. 20 cases are few: this says
-    how much of the table's order they support."""
-    import csv
-
+    per-case metrics that `panther-ensemble evaluate` wrote for each entry (metrics.json "cases"). 20 cases
+    are few: this says how much of the table's order they support."""
     from panther_ensemble.scoring import rank_stability
-    from panther_ensemble.scoring.metrics import CASE_KEYS
 
-    per_case = {}
-    for e in entries:
-        with open(out / e / "metrics.csv", newline="") as f:
-            # per-case rows only: the closing "aggregate" row has no volumes
-            per_case[e] = {r["case"]: {k: float(r[k]) for k in CASE_KEYS} for r in csv.DictReader(f)
-                           if r["pred_volume_mm3"] != ""}
+    per_case = {e: json.loads((out / e / "metrics.json").read_text())["cases"] for e in entries}
     result = rank_stability(per_case, resamples=resamples, seed=0)
     (out / "rank_stability.json").write_text(json.dumps(
         {"resamples": resamples, "seed": 0, "cases": len(per_case[entries[0]]),

@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from freshness import is_current  # training/, the script's own folder
+from freshness import is_current, write_if_changed  # training/, the script's own folder
 
 REPO = Path(__file__).resolve().parents[1]
 # member name -> (trainer, plans): the three specialists of training/reproduce.sh
@@ -57,17 +57,12 @@ def main() -> int:
     if len(members) < 2:
         raise SystemExit(f"{a.oof}: out-of-fold maps of fewer than two members ({members})")
     a.work.mkdir(parents=True, exist_ok=True)
-    base_text = json.dumps(base_spec(a.task, members), indent=2) + "\n"
-    if not (a.work / "base.json").is_file() or (a.work / "base.json").read_text() != base_text:
-        (a.work / "base.json").write_text(base_text)
+    write_if_changed(a.work / "base.json", json.dumps(base_spec(a.task, members), indent=2) + "\n")
     cmd = [sys.executable, "-m", "panther_ensemble.cli", "fit", "--base-spec", str(a.work / "base.json"),
            "--oof", *[f"{n}={a.oof / n}" for n in members], "--gt", str(a.gt), "--out", str(a.work / "fit"),
            "--objective", "mean-rank", "--folds", "5", "--seed", "0", *a.search.split()]
     print(" ".join(cmd), flush=True)
-    # the search options are an input too: a changed grid must fit again
-    search_text = " ".join(a.search.split()) + "\n"
-    if not (a.work / "search.txt").is_file() or (a.work / "search.txt").read_text() != search_text:
-        (a.work / "search.txt").write_text(search_text)
+    write_if_changed(a.work / "search.txt", " ".join(a.search.split()) + "\n")  # a changed grid must fit again
     # report.md is written last, so a fit stopped half-way is not current
     if is_current(a.work / "fit" / "report.md", [a.work / "base.json", a.work / "search.txt", *[a.oof / n for n in members]]):
         print(f"{a.work / 'fit'}: fitted after its inputs last changed: kept (delete it to fit again)", flush=True)

@@ -24,3 +24,11 @@ def is_current(output: Path, inputs: Iterable[Path]) -> bool:
     """True when `output` exists and is at least as new as every input (see `newest_mtime`)."""
     output = Path(output)
     return output.is_file() and output.stat().st_mtime >= newest_mtime(list(inputs))
+
+
+def write_if_changed(path: Path, text: str) -> None:
+    """Write `text` to `path` unless it already holds exactly that: an unchanged input keeps its time, so
+    what was made from it stays current."""
+    path = Path(path)
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
