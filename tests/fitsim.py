@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import cc3d
 import numpy as np
@@ -35,11 +36,12 @@ import SimpleITK as sitk
 import torch
 from scipy import ndimage
 
-from panther_ensemble.inference.ensemble import WeightedProbabilities, common_label_space, decide, label_mask
-from panther_ensemble.inference.postprocess import postprocess
+from panther_ensemble.inference.ensemble import WeightedProbabilities, common_label_space, decide
+from panther_ensemble.inference.postprocess import apply_rules
 from panther_ensemble.io import save_probability_map
 from panther_ensemble.phantoms import generate_phantom
 from panther_ensemble.scoring.metrics import CASE_KEYS, case_metrics
+from panther_ensemble.spec import PostprocessSpec
 
 LABELS = ("background", "tumor", "pancreas")
 MEMBERS = ("over", "small_miss", "far_fp")
@@ -224,22 +226,24 @@ class Choice:
     min_volume_mm3: float | None = None
     keep_largest: int | None = None
     max_distance_to_pancreas_mm: float | None = None
+    never_empty: bool = False
 
     @classmethod
     def from_report(cls, chosen: dict) -> "Choice":
         pp = chosen["postprocess"]
         return cls(dict(chosen["weights"]), chosen["decision"]["rule"], chosen["decision"].get("threshold"),
-                   pp["min_volume_mm3"], pp["keep_largest"], pp["max_distance_to_pancreas_mm"])
+                   pp["min_volume_mm3"], pp["keep_largest"], pp["max_distance_to_pancreas_mm"],
+                   bool(pp["never_empty"]))
 
     @classmethod
     def from_spec(cls, spec) -> "Choice":
         p = spec.postprocess
         return cls({m.name: m.weight for m in spec.members}, spec.decision.rule, spec.decision.threshold,
-                   p.min_volume_mm3, p.keep_largest, p.max_distance_to_pancreas_mm)
+                   p.min_volume_mm3, p.keep_largest, p.max_distance_to_pancreas_mm, p.never_empty)
 
 
 def predict(choice: Choice, maps: dict[str, np.ndarray], spacing) -> np.ndarray:
-    """The engine's path on whole maps: WeightedProbabilities -> decide -> label_mask -> postprocess."""
+    """The engine's path on whole maps: WeightedProbabilities -> decide -> apply_rules."""
     active = [n for n in MEMBERS if choice.weights.get(n, 0) > 0]
     labels = common_label_space([LABELS for _ in active])
     shape = next(iter(maps.values())).shape[1:]
@@ -248,13 +252,10 @@ def predict(choice: Choice, maps: dict[str, np.ndarray], spacing) -> np.ndarray:
         acc.add(n, torch.from_numpy(maps[n]), LABELS, [(0, s) for s in shape], choice.weights[n])
     P = acc.probabilities()
     mask = decide(P, labels, "tumor", choice.rule, choice.threshold).numpy()
-    pancreas = None
-    if choice.max_distance_to_pancreas_mm is not None:
-        pm = label_mask(P, labels, "pancreas")
-        pancreas = None if pm is None else pm.numpy()
-    return postprocess(mask, tuple(spacing), pancreas, min_volume_mm3=choice.min_volume_mm3,
-                       keep_largest=choice.keep_largest,
-                       max_distance_to_pancreas_mm=choice.max_distance_to_pancreas_mm, quiet=True)
+    rules = PostprocessSpec(choice.min_volume_mm3, choice.keep_largest, choice.max_distance_to_pancreas_mm,
+                            choice.never_empty)
+    spec = SimpleNamespace(postprocess=rules, tumor_label="tumor", pancreas_label="pancreas")
+    return apply_rules(mask, P, labels, spec, tuple(spacing))
 
 
 def read_maps(root: Path, cid: str) -> dict[str, np.ndarray]:

@@ -39,6 +39,20 @@ def test_segment_path_image_and_array_agree(models, mri_file, tmp_path):
     assert np.array_equal(sitk.GetArrayFromImage(saved), by_path.mask)
 
 
+def test_never_empty_gives_the_largest_argmax_component_when_the_threshold_leaves_nothing(models, mri_file):
+    import cc3d
+
+    argmax = Ensemble.from_spec(SPEC, models, device="cpu").segment(mri_file, probabilities=True)
+    tumour = argmax.probabilities[argmax.labels.index("tumor")]
+    assert argmax.tumour_voxels > 0 and float(tumour.max()) < 0.999
+    strict = dict(SPEC, decision={"rule": "threshold", "threshold": 0.999})
+    assert Ensemble.from_spec(strict, models, device="cpu").segment(mri_file).tumour_voxels == 0
+    kept = Ensemble.from_spec(dict(strict, postprocess={"never_empty": True}), models, device="cpu").segment(mri_file)
+    components, n = cc3d.connected_components(argmax.mask, connectivity=26, return_N=True)
+    largest = np.bincount(components.ravel())[1:].argmax() + 1
+    assert n >= 1 and np.array_equal(kept.mask, (components == largest).astype(np.uint8))
+
+
 def test_member_maps_and_networks(models, mri_file):
     ensemble = Ensemble.from_spec(SPEC, models, device="cpu")
     seen = {}

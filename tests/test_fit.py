@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -26,8 +27,9 @@ import SimpleITK as sitk
 import torch
 
 from panther_ensemble import cli
-from panther_ensemble.inference.ensemble import WeightedProbabilities, common_label_space, decide, label_mask
+from panther_ensemble.inference.ensemble import WeightedProbabilities, common_label_space, decide
 from panther_ensemble.errors import InputError
+from panther_ensemble.inference.postprocess import apply_rules
 from panther_ensemble.inference.postprocess import postprocess as _postprocess
 from panther_ensemble.scoring import fit
 from panther_ensemble.scoring.fit import crossval
@@ -190,7 +192,7 @@ def test_default_search_space_has_enough_candidates():
 # ----------------------------------------------------------------------------------------------------------
 def _reference_metrics(root, names, cand, cid, tumor="tumor", pancreas="pancreas"):
     """The engine's path on the whole image: full maps (float16 as stored), WeightedProbabilities, decide,
-    label_mask, ONE postprocess call with all rules, case_metrics without crop."""
+    apply_rules (ONE postprocess call with all rules, then the never-empty fallback), case_metrics without crop."""
     gt_img = sitk.ReadImage(str(root / "gt" / f"{cid}.mha"))
     gt = sitk.GetArrayFromImage(gt_img)
     spacing = tuple(gt_img.GetSpacing())[::-1]
@@ -204,12 +206,9 @@ def _reference_metrics(root, names, cand, cid, tumor="tumor", pancreas="pancreas
         acc.add(names[k], p, LABELS, [(0, s) for s in gt.shape], cand.weights[k], cw)
     P = acc.probabilities()
     mask = decide(P, labels, tumor, cand.rule, cand.threshold).numpy()
-    rules = PostprocessSpec(*cand.pp)
-    pan = None
-    if rules.max_distance_to_pancreas_mm is not None:
-        pm = label_mask(P, labels, pancreas)
-        pan = None if pm is None else pm.numpy()
-    out = postprocess(mask, spacing, rules, pan)
+    rules = PostprocessSpec(*cand.pp[:3], bool(cand.pp[3]))
+    out = apply_rules(mask, P, labels, SimpleNamespace(postprocess=rules, tumor_label=tumor, pancreas_label=pancreas),
+                      spacing)
     m = case_metrics(out, gt, spacing)
     return tuple(float(m[k]) for k in CASE_KEYS)
 
@@ -224,7 +223,7 @@ def test_cropping_changes_no_metric(tmp_path):
                                4: {"tumour": False, "clean": True}})
     space = fit.SearchSpace.build(3, weight_step=0.5, thresholds=(0.35,), tumour_factors=(3.0,),
                                   min_volumes=(None, 80.0), keep_largest=(None, 1), max_distances=(None, 0.0, 6.0),
-                                  top_k=0)
+                                  never_empty=(None, True), top_k=0)
     cropped = load(root, names, space)
     full = load(root, names, space, crop=False)
     c0 = cropped.cases[0]
@@ -249,6 +248,40 @@ def test_cropping_changes_no_metric(tmp_path):
             if ci == 0 and c.pp[2] is not None:
                 gated_blob_dropped.add(ref[4] == 0.0)
     assert gated_blob_dropped == {True, False}  # gating removes the far blob for some weightings, not others
+    # the never-empty fallback must have brought back a mask that the other rules had emptied
+    refilled = [c for c in cands if c.pp[3] and not np.array_equal(ev_c.metrics[c], ev_c.metrics[replace(
+        c, pp=c.pp[:3] + (None,))])]
+    assert refilled, "the test must exercise the never-empty fallback"
+
+
+def test_cropping_is_exact_for_never_empty_without_an_argmax_decision(tmp_path):
+    # thresholds only: the crop would keep just p(tumour) >= 0.7 - eps, but the fallback is an argmax mask, whose
+    # voxels need p(tumour) >= 1/3 only; the crop rule must widen for it
+    names = ["fp", "weak", "over"]
+    root = make_dataset(tmp_path, 4, names, seed=5, shape=(24, 64, 64), extra={1: {"far_blob": True}})
+    space = fit.SearchSpace.build(3, weight_step=0.5, thresholds=(0.7, 0.95), argmax=False,
+                                  min_volumes=(None, 5000.0), keep_largest=(None,), max_distances=(None,),
+                                  never_empty=(True, None), top_k=0)
+    src = sources(root, names)
+    for m in src:
+        fit.peek_labels(m, "tumor")
+    assert fit.crop_rule(space, src, "tumor", "pancreas").tumour_min < 0.34
+    cropped, full = load(root, names, space), load(root, names, space, crop=False)
+    cands = space.stage_a + [replace(c, pp=p) for c in space.stage_a for p in space.pp_grid[1:]]
+    ev_c, ev_f = fit.Evaluator(cropped), fit.Evaluator(full)
+    ev_c.ensure(cands, range(4))
+    ev_f.ensure(cands, range(4))
+    for c in cands:
+        np.testing.assert_array_equal(ev_c.metrics[c], ev_f.metrics[c], err_msg=c.label(names))
+    refilled = 0
+    for c in cands:
+        if c.pp[3]:
+            for ci in range(4):
+                ref = _reference_metrics(root, names, c, cropped.cases[ci].cid)
+                assert ref == tuple(ev_c.metrics[c][ci]), (c.label(names), cropped.cases[ci].cid)
+                off = tuple(ev_c.metrics[replace(c, pp=c.pp[:3] + (None,))][ci])
+                refilled += ref != off
+    assert refilled, "some threshold or volume rule must have emptied a mask that the fallback refilled"
 
 
 def test_two_call_postprocess_equals_single_call():
@@ -311,6 +344,26 @@ def test_fit_removes_false_positives_with_postprocessing(tmp_path):
     assert spec.postprocess.active
     # every outer fold chose post-processing, too
     assert all(any(v is not None for v in f["chosen"]["postprocess"].values()) for f in rep["folds"])
+
+
+def test_an_exact_tie_goes_to_the_never_empty_fallback(tmp_path):
+    # no candidate empties a case here, so every never-empty setting ties its twin: the fit must keep the
+    # fallback (on by default), and must not invent it when the search leaves it out
+    names = ["over", "under"]
+    root = make_dataset(tmp_path, 8, names, seed=6)
+
+    def chosen(never_empty):
+        space = fit.SearchSpace.build(2, weight_step=0.5, thresholds=(0.5,), min_volumes=(None,),
+                                      keep_largest=(None, 1), max_distances=(None,), never_empty=never_empty,
+                                      top_k=0)
+        ev = fit.Evaluator(load(root, names, space))
+        return crossval.select(ev, space, range(8), "mean-rank", fit.DEFAULT_METRIC_WEIGHTS).best.cand, ev
+
+    with_fallback, ev = chosen((True, None))
+    without, _ = chosen((None,))
+    assert with_fallback.pp[3] is True and without.pp[3] is None
+    assert replace(with_fallback, pp=with_fallback.pp[:3] + (None,)) == without
+    np.testing.assert_array_equal(ev.metrics[with_fallback], ev.metrics[without])
 
 
 def test_held_out_cases_never_choose(tmp_path, monkeypatch):

@@ -196,7 +196,7 @@ def test_fit_moves_in_the_expected_directions(fitted):
     chosen = Choice.from_report(rep["chosen"])
     assert Choice.from_spec(spec) == Choice({n: w for n, w in chosen.weights.items() if w > 0}, chosen.rule,
                                             chosen.threshold, chosen.min_volume_mm3, chosen.keep_largest,
-                                            chosen.max_distance_to_pancreas_mm)
+                                            chosen.max_distance_to_pancreas_mm, chosen.never_empty)
     print("chosen:", rep["chosen"]["label"], "; per outer fold:", [f["chosen"]["label"] for f in rep["folds"]])
     equal_ring = ring_agreement_needed(EQUAL)
     # the final choice and every outer fold's (each made without its held-out cases)

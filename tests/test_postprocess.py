@@ -1,10 +1,15 @@
-"""Tumour post-processing: volume filter, keep-largest, pancreas distance gating."""
+"""Tumour post-processing: volume filter, keep-largest, pancreas distance gating, the never-empty fallback."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from panther_ensemble.inference.postprocess import postprocess
+from types import SimpleNamespace
+
+import torch
+
+from panther_ensemble.inference.postprocess import apply_rules, never_empty, postprocess
+from panther_ensemble.spec import PostprocessSpec
 
 SPACING = (3.0, 1.0, 1.0)  # voxel = 3 mm^3
 
@@ -65,3 +70,51 @@ def test_rules_combine():
     t, p = scene()
     out = postprocess(t, SPACING, p, min_volume_mm3=20, keep_largest=1, max_distance_to_pancreas_mm=2.0)
     assert components(out) == [50]  # C is far from the pancreas, B too small; A remains
+
+
+def test_never_empty_keeps_a_non_empty_mask_and_never_computes_the_fallback():
+    t, _ = scene()
+
+    def fallback():
+        raise AssertionError("the argmax mask must not be computed when the mask has a voxel")
+
+    assert never_empty(t, fallback, SPACING) is t
+
+
+def test_never_empty_falls_back_to_the_largest_argmax_component():
+    t, _ = scene()
+    out = never_empty(np.zeros_like(t), lambda: t, SPACING)
+    assert components(out) == [120] and out[2:6, 20:26, 5:10].all()
+    assert not never_empty(np.zeros_like(t), lambda: np.zeros_like(t), SPACING).any()  # nothing to fall back to
+
+
+def _probabilities(tumour: np.ndarray, pancreas: np.ndarray, p_tumour: float) -> torch.Tensor:
+    """(background, pancreas, tumor) maps: P(tumour) = p_tumour on `tumour` (argmax there when > 1/3)."""
+    rest = (1 - p_tumour) / 2
+    probs = np.zeros((3,) + tumour.shape, np.float32)
+    probs[0] = 1.0
+    probs[:, pancreas] = np.array([0.1, 0.9, 0.0])[:, None]
+    probs[:, tumour] = np.array([rest, rest, p_tumour])[:, None]
+    return torch.from_numpy(probs)
+
+
+def test_apply_rules_runs_the_fallback_after_every_other_rule():
+    t, pancreas = scene()
+    labels = ["background", "pancreas", "tumor"]
+    probs = _probabilities(t, pancreas, 0.45)  # argmax tumour everywhere in t, but below a 0.5 threshold
+    thresholded = (probs[2] >= 0.5).numpy()
+    assert not thresholded.any()
+
+    def spec(**rules):
+        return SimpleNamespace(postprocess=PostprocessSpec(**rules), tumor_label="tumor", pancreas_label="pancreas")
+
+    assert not apply_rules(thresholded, probs, labels, spec(), SPACING).any()
+    assert components(apply_rules(thresholded, probs, labels, spec(never_empty=True), SPACING)) == [120]
+    # the gate keeps only A (next to the pancreas); a volume rule then drops A: the fallback refills from the
+    # argmax mask as a whole (C, the largest), not from what the gate kept
+    argmax = probs.argmax(0).numpy() == 2
+    out = apply_rules(argmax, probs, labels, spec(max_distance_to_pancreas_mm=1.0, min_volume_mm3=200.0,
+                                                  never_empty=True), SPACING)
+    assert components(out) == [120]
+    out = apply_rules(argmax, probs, labels, spec(max_distance_to_pancreas_mm=1.0, never_empty=True), SPACING)
+    assert components(out) == [50]  # the gate left A: no fallback

@@ -41,6 +41,13 @@ def test_to_json_parses_back_to_the_same_spec(tmp_path, decision):
     assert load_spec(tmp_path / "s.json") == parse_spec(dict(GOOD, decision=decision), str(tmp_path / "s.json"))
 
 
+def test_never_empty_round_trips_and_counts_as_a_rule():
+    spec = parse_spec(dict(GOOD, postprocess={"never_empty": True}), "x.json")
+    assert spec.postprocess.never_empty is True and spec.postprocess.active
+    assert parse_spec(spec.to_json(), "x.json") == spec
+    assert not parse_spec(dict(GOOD, postprocess={"never_empty": False}), "x.json").postprocess.active
+
+
 def test_defaults():
     spec = parse_spec({"version": 1, "task": 2, "members": [{"name": "a", "model": "m", "folds": [0]}]})
     m = spec.members[0]
@@ -83,6 +90,8 @@ def mutate(path, value):
     (["decision"], {"rule": "threshold"}, "decision.threshold"),
     (["postprocess", "keep_largest"], 0, "postprocess.keep_largest"),
     (["postprocess", "min_volume_mm3"], -5, "postprocess.min_volume_mm3"),
+    (["postprocess", "never_empty"], "yes", "postprocess.never_empty"),
+    (["postprocess", "never_empty"], 1, "postprocess.never_empty"),
     (["time_budget_s"], 0, "time_budget_s"),
     (["tumour_label"], "tumor", "tumour_label"),
     (["pancreas_label"], "tumor", "pancreas_label"),

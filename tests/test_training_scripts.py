@@ -112,3 +112,51 @@ def test_heldout_rank_stability_reads_evaluate_s_per_case_tables(tmp_path):
     assert sum(r["first"] for r in result.values()) >= 1.0
     for r in written["entries"].values():
         assert 1.0 <= r["mean_rank_p2.5"] <= r["mean_rank_median"] <= r["mean_rank_p97.5"] <= 5.0
+
+
+def test_two_fold_splits_are_the_sorted_halves_and_predict_oof_uses_them_without_the_plan_step(tmp_path):
+    """MODELS=shipped on a fresh machine: no plan step, hence no splits_final.json; predict_oof must use the
+    same two folds as make_plans.py writes, and say so."""
+    sys.path.insert(0, str(REPO / "training"))
+    try:
+        from splits import two_fold_splits
+    finally:
+        sys.path.remove(str(REPO / "training"))
+    raw = tmp_path / "Dataset901_PhantomT1"
+    (raw / "labelsTr").mkdir(parents=True)
+    (raw / "imagesTr").mkdir()
+    (raw / "dataset.json").write_text(json.dumps({"file_ending": ".mha"}))
+    rng = np.random.default_rng(1)
+    for case in ("p_3", "p_1", "p_2", "p_0", "p_4"):
+        image = sitk.GetImageFromArray(rng.normal(100, 20, (12, 40, 44)).astype(np.float32))
+        image.SetSpacing((2.0, 2.0, 3.0))
+        sitk.WriteImage(image, str(raw / "imagesTr" / f"{case}_0000.mha"))
+        sitk.WriteImage(sitk.GetImageFromArray(np.zeros((12, 40, 44), np.uint8)), str(raw / "labelsTr" / f"{case}.mha"))
+    splits = two_fold_splits(raw)
+    assert splits == [{"train": ["p_2", "p_3", "p_4"], "val": ["p_0", "p_1"]},
+                      {"train": ["p_0", "p_1"], "val": ["p_2", "p_3", "p_4"]}]
+    # the tiny model has fold 0 only: give it a fold 1 (a copy) so that both folds of the splits can run
+    model = tmp_path / "models" / TINY.name
+    shutil.copytree(TINY, model)
+    shutil.copytree(model / "fold_0", model / "fold_1")
+    run = subprocess.run([sys.executable, str(REPO / "training" / "predict_oof.py"), "--model", str(model),
+                          "--raw", str(raw), "--out", str(tmp_path / "oof")], capture_output=True, text=True,
+                         timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1",
+                                               nnUNet_preprocessed=str(tmp_path / "no_plan_step")))
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "using the two folds of training/splits.py" in run.stdout
+    assert [line.split(":")[0] for line in run.stdout.splitlines() if line.startswith("fold")] == [
+        "fold 0 p_0", "fold 0 p_1", "fold 1 p_2", "fold 1 p_3", "fold 1 p_4"]
+
+
+@pytest.mark.parametrize("models,steps,message", [
+    ("shipped", ["data", "train", "oof"], "step 'train' builds models"),
+    ("shipped", ["export"], "step 'export' builds models"),
+    ("pretrained", ["oof"], "MODELS must be 'trained' or 'shipped'"),
+])
+def test_reproduce_refuses_to_build_models_when_told_to_score_the_shipped_ones(tmp_path, models, steps, message):
+    run = subprocess.run(["bash", str(REPO / "training" / "reproduce.sh"), *steps], capture_output=True, text=True,
+                         timeout=60, env=dict(os.environ, MODELS=models, PANTHER_DATA=str(tmp_path / "data"),
+                                              TMPDIR=str(tmp_path)))
+    assert run.returncode == 2 and message in run.stderr, run.stderr
+    assert "generating" not in run.stdout and not (tmp_path / "data" / "nnUNet_raw" / "Dataset901_PhantomT1").exists()

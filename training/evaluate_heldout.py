@@ -46,8 +46,8 @@ def combine(maps: dict, spec, geometry) -> np.ndarray:
     """The spec's ensemble decision from full-grid member maps, with the engine's own stage functions."""
     import torch
 
-    from panther_ensemble.inference.ensemble import WeightedProbabilities, common_label_space, decide, label_mask
-    from panther_ensemble.inference.postprocess import postprocess
+    from panther_ensemble.inference.ensemble import WeightedProbabilities, common_label_space, decide
+    from panther_ensemble.inference.postprocess import apply_rules
 
     shape = geometry.shape_zyx
     labels = common_label_space([maps[m.name][1] for m in spec.members if m.name in maps])
@@ -58,14 +58,7 @@ def combine(maps: dict, spec, geometry) -> np.ndarray:
             acc.add(m.name, probs, member_labels, [(0, n) for n in shape], m.weight, m.class_weights)
     p = acc.probabilities()
     tumour = decide(p, labels, spec.tumor_label, spec.decision.rule, spec.decision.threshold).numpy()
-    rules = spec.postprocess
-    pancreas = None
-    if rules.max_distance_to_pancreas_mm is not None:
-        pm = label_mask(p, labels, spec.pancreas_label)
-        pancreas = pm.numpy() if pm is not None else None
-    return postprocess(tumour, geometry.spacing_zyx, pancreas, min_volume_mm3=rules.min_volume_mm3,
-                       keep_largest=rules.keep_largest,
-                       max_distance_to_pancreas_mm=rules.max_distance_to_pancreas_mm).astype(np.uint8)
+    return apply_rules(tumour, p, labels, spec, geometry.spacing_zyx).astype(np.uint8)
 
 
 def load_spec_from(raw: dict):

@@ -17,6 +17,8 @@ import json
 import os
 from pathlib import Path
 
+from splits import two_fold_splits  # training/, the script's own folder
+
 
 def dataset_folder(dataset_id: int) -> Path:
     base = Path(os.environ["nnUNet_preprocessed"])
@@ -73,15 +75,10 @@ def main() -> None:
     print(f"wrote {out}")
 
     if not a.no_splits:
-        raw = Path(os.environ["nnUNet_raw"]) / folder.name / "labelsTr"
-        ending = json.loads((Path(os.environ["nnUNet_raw"]) / folder.name / "dataset.json").read_text())["file_ending"]
-        cases = sorted(p.name[: -len(ending)] for p in raw.glob(f"*{ending}"))
-        half = len(cases) // 2
-        a_, b_ = cases[:half], cases[half:]
-        splits = [{"train": b_, "val": a_}, {"train": a_, "val": b_}]
+        splits = two_fold_splits(Path(os.environ["nnUNet_raw"]) / folder.name)
         (folder / "splits_final.json").write_text(json.dumps(splits, indent=2) + "\n")
+        a_, b_ = splits[0]["val"], splits[1]["val"]
         print(f"wrote {folder / 'splits_final.json'}: fold 0 val {a_[0]}..{a_[-1]}, fold 1 val {b_[0]}..{b_[-1]}")
-
 
 if __name__ == "__main__":
     main()

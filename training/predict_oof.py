@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from freshness import is_current  # training/, the script's own folder
+from splits import two_fold_splits
 
 
 def main() -> int:
@@ -31,7 +32,9 @@ def main() -> int:
     p.add_argument("--raw", type=Path, required=True, help="the nnU-Net raw dataset (imagesTr)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--splits", type=Path, default=None,
-                   help="splits_final.json (default: $nnUNet_preprocessed/<dataset>/splits_final.json)")
+                   help="splits_final.json (default: $nnUNet_preprocessed/<dataset>/splits_final.json; where the "
+                        "plan step has not run, e.g. for the shipped models on a fresh machine, the same two folds "
+                        "computed from the raw dataset)")
     p.add_argument("--device", default="cpu")
     a = p.parse_args()
 
@@ -39,7 +42,11 @@ def main() -> int:
     from panther_ensemble.io import save_probability_map
 
     splits_path = a.splits or Path(os.environ["nnUNet_preprocessed"]) / a.raw.name / "splits_final.json"
-    splits = json.loads(splits_path.read_text())
+    if a.splits is None and not splits_path.is_file():
+        print(f"{splits_path} not found: using the two folds of training/splits.py on {a.raw}", flush=True)
+        splits = two_fold_splits(a.raw)
+    else:
+        splits = json.loads(splits_path.read_text())
     ending = json.loads((a.raw / "dataset.json").read_text())["file_ending"]
     a.out.mkdir(parents=True, exist_ok=True)
     for fold, split in enumerate(splits):

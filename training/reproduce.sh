@@ -18,6 +18,10 @@
 #   samples   sample cases (test/input), their expected outputs, the tiny real-trainer fixture
 #
 # Usage: training/reproduce.sh [STEP...]        (default: all of them, in that order)
+#        MODELS=shipped training/reproduce.sh data oof fit heldout
+#                                      re-scores the committed model_weights/ on a fresh machine, without
+#                                      the plan, pretrain and train steps (hours): the members are the shipped
+#                                      float16 checkpoints, the folds those of training/splits.py
 # Bulk outputs go to $PANTHER_DATA (default /work/data); the repo gets model_weights/, resources/,
 # docs/results/, test/ and training/{results.md,timings.json,baseline_t*.json}.
 # Each step's wall time is appended to training/timings.json.
@@ -44,8 +48,20 @@ T_LR=${T_LR:-0.005}
 T_TUMOUR_W=${T_TUMOUR_W:-4}  # tumour cross-entropy weight of the specialists (as in pre-training stage 2)
 HELDOUT_SEEDS=${HELDOUT_SEEDS:-1100-1119}
 TASKS=${TASKS:-1 2}         # the tasks that train ... samples work on, e.g. TASKS=1 to finish Task 1 first
+MODELS=${MODELS:-trained}   # trained: the members in $nnUNet_results; shipped: the members in model_weights/
 ALL="data plan pretrain train oof export fit heldout baseline samples"
 STEPS=${*:-$ALL}
+if [ "$MODELS" = shipped ]; then
+  for s in plan pretrain train export; do
+    if [[ " $STEPS " == *" $s "* ]]; then
+      echo "reproduce.sh: MODELS=shipped scores the committed model_weights/; step '$s' builds models (leave it out)" >&2
+      exit 2
+    fi
+  done
+elif [ "$MODELS" != trained ]; then
+  echo "reproduce.sh: MODELS must be 'trained' or 'shipped', got '$MODELS'" >&2
+  exit 2
+fi
 stamp() { echo "[$(date +%H:%M:%S)] $*"; }
 wait_all() { local pid; for pid in "$@"; do wait "$pid"; done; }  # fails when one of them failed
 
@@ -58,14 +74,20 @@ declare -A DS=([0]=Dataset903_PhantomPretrain [1]=Dataset901_PhantomT1 [2]=Datas
 declare -A PLAN_A=([0]="nnUNetPlansPhantom 2.5 2.0 2.0 24,80,80" [1]="nnUNetPlansPhantom 3.0 2.0 2.0 24,80,80"
                    [2]="nnUNetPlansPhantom 2.0 2.0 2.0 24,80,80")
 declare -A PLAN_B=([1]="nnUNetPlansPhantomIso 2.5 2.5 2.5 32,64,64" [2]="nnUNetPlansPhantomIso 2.5 2.5 2.5 32,64,64")
-model_dir() { echo "$nnUNet_results/${DS[$1]}/${TRAINER[$2]}__${PLANS[$2]}__3d_fullres"; }
+model_dir() {  # model_dir TASK MEMBER: the member's nnU-Net model folder (fold_0, fold_1)
+  local root=$nnUNet_results
+  if [ "$MODELS" = shipped ]; then root=$REPO/model_weights; fi
+  echo "$root/${DS[$1]}/${TRAINER[$2]}__${PLANS[$2]}__3d_fullres"
+}
 PRE1=$nnUNet_results/${DS[0]}/nnUNetTrainerPhantom__nnUNetPlansPhantom__3d_fullres/fold_all/checkpoint_final.pth
 PRE=$nnUNet_results/${DS[0]}/nnUNetTrainerPhantomTumourFocus__nnUNetPlansPhantom__3d_fullres/fold_all/checkpoint_final.pth
 
 timed() {  # timed STEP: run step_STEP and record its wall time
   local t0; t0=$(date +%s)
   "step_$1"
-  "$PY" "$HERE/timings.py" "$HERE/timings.json" "$1" $(( $(date +%s) - t0 )) "$TASKS"
+  local name=$1
+  if [ "$MODELS" = shipped ]; then name="$1 (shipped models)"; fi  # not a step of the from-scratch rebuild
+  "$PY" "$HERE/timings.py" "$HERE/timings.json" "$name" $(( $(date +%s) - t0 )) "$TASKS"
 }
 
 gen() {  # gen TASK SEEDS DATASET_ID NAME: phantoms into the raw dataset, in two processes
@@ -80,8 +102,9 @@ gen() {  # gen TASK SEEDS DATASET_ID NAME: phantoms into the raw dataset, in two
 }
 
 step_data() {
-  local k
-  for k in 1 2 0; do
+  local k datasets="1 2 0"
+  if [ "$MODELS" = shipped ]; then datasets=$TASKS; fi  # no pre-training without training
+  for k in $datasets; do
     local D=${DS[$k]} id=${DS[$k]:7:3} name=${DS[$k]#*_}
     if [ -f "$nnUNet_raw/$D/.complete" ]; then stamp "$D: already generated"; continue; fi
     stamp "generating $D"

@@ -49,10 +49,13 @@ class PostprocessSpec:
     min_volume_mm3: float | None = None  # drop tumour components smaller than this
     keep_largest: int | None = None  # keep only the K largest tumour components
     max_distance_to_pancreas_mm: float | None = None  # drop components farther than this from predicted pancreas
+    # when the decision and the rules above leave no tumour voxel: the largest component of the argmax tumour
+    # mask instead (every PANTHER case has a tumour, and an empty mask scores the worst HD95/MASD there is)
+    never_empty: bool = False
 
     @property
     def active(self) -> bool:
-        return any(v is not None for v in asdict(self).values())
+        return any(v is not None and v is not False for v in asdict(self).values())
 
 
 @dataclass(frozen=True)
@@ -194,7 +197,7 @@ def _decision(v: "_Validator", raw: Any) -> DecisionSpec:
 
 def _postprocess(v: "_Validator", raw: Any) -> PostprocessSpec:
     p = v.mapping(raw, "postprocess", required=set(),
-                  optional={"min_volume_mm3", "keep_largest", "max_distance_to_pancreas_mm"})
+                  optional={"min_volume_mm3", "keep_largest", "max_distance_to_pancreas_mm", "never_empty"})
     min_vol = p.get("min_volume_mm3")
     keep = p.get("keep_largest")
     dist = p.get("max_distance_to_pancreas_mm")
@@ -206,7 +209,10 @@ def _postprocess(v: "_Validator", raw: Any) -> PostprocessSpec:
             v.fail("postprocess.keep_largest", f"must be >= 1, got {keep}")
     if dist is not None:
         dist = v.non_negative(dist, "postprocess.max_distance_to_pancreas_mm")
-    return PostprocessSpec(min_vol, keep, dist)
+    never_empty = p.get("never_empty", False)
+    if not isinstance(never_empty, bool):
+        v.fail("postprocess.never_empty", f"must be true or false, got {never_empty!r}")
+    return PostprocessSpec(min_vol, keep, dist, never_empty)
 
 
 class _Validator:

@@ -95,6 +95,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     space.add_argument("--max-distances", default="off,5,20", metavar="MM,...",
                        help="largest distance in mm of a tumour component from the predicted pancreas; off = no "
                             "limit (default: off,5,20)")
+    space.add_argument("--never-empty", default="on,off", metavar="on|off,...",
+                       help="whether to try the fallback that keeps the largest argmax tumour component when the "
+                            "decision and the rules leave no tumour (spec postprocess.never_empty); the first value "
+                            "wins a tie (default: on,off)")
     space.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, metavar="K",
                        help="try post-processing on the K best weightings and decisions only; 0 = on all (default: "
                             f"{DEFAULT_TOP_K})")
@@ -117,6 +121,21 @@ def _float_list(text: str, what: str, allow_off: bool = False) -> list:
             out.append(float(part))
         except ValueError:
             raise InputError(what, f"not a number{' or off' if allow_off else ''}: {part!r}") from None
+    return out
+
+
+def _on_off_list(text: str, what: str) -> list:
+    """on -> True, off -> None (the search space's 'off'), in the given order."""
+    out = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        if not part:
+            continue
+        if part not in ("on", "off"):
+            raise InputError(what, f"values are on or off, got {part!r}")
+        out.append(True if part == "on" else None)
+    if not out:
+        raise InputError(what, "no value given (on, off or on,off)")
     return out
 
 
@@ -184,7 +203,8 @@ def _search_space(args: argparse.Namespace, n_members: int, has_pancreas: bool, 
         tumour_factors=_float_list(args.tumour_factors, "--tumour-factors"),
         thresholds=_float_list(args.thresholds, "--thresholds"), argmax=not args.no_argmax,
         min_volumes=_float_list(args.min_volumes, "--min-volumes", True), keep_largest=keep,
-        max_distances=_float_list(args.max_distances, "--max-distances", True), top_k=args.top_k,
+        max_distances=_float_list(args.max_distances, "--max-distances", True),
+        never_empty=_on_off_list(args.never_empty, "--never-empty"), top_k=args.top_k,
         has_pancreas=has_pancreas)
 
 

@@ -33,10 +33,10 @@ from ..io import Geometry
 from ..runtime import Placement, Runtime, StageLog, TileProgress, run_with_fallback
 from ..spec import EnsembleSpec
 from . import budget as budget_mod
-from .ensemble import WeightedProbabilities, common_label_space, decide, label_mask
+from .ensemble import WeightedProbabilities, common_label_space, decide
 from .forward_cost import ForwardCost, MemberCost, member_forward_cost
 from .members import Member, ModelFolder, check_member_files, load_member
-from .postprocess import postprocess
+from .postprocess import apply_rules
 from .preprocess import Preprocessed, preprocess, to_image_grid
 from .sliding_window import gaussian_importance_map, mirror_combinations, predict_logits
 
@@ -141,17 +141,9 @@ class Engine:
         with stages.stage("decide"):
             probabilities = accumulator.probabilities()
             tumor = decide(probabilities, self.labels, self.spec.tumor_label, self.spec.decision.rule,
-                           self.spec.decision.threshold)
-            rules = self.spec.postprocess
-            pancreas = None
-            if rules.max_distance_to_pancreas_mm is not None:
-                pancreas = label_mask(probabilities, self.labels, self.spec.pancreas_label)
-                pancreas = pancreas.cpu().numpy() if pancreas is not None else None
-            tumor = tumor.cpu().numpy()
+                           self.spec.decision.threshold).cpu().numpy()
         with stages.stage("postprocess"):
-            tumor = postprocess(tumor, spacing, pancreas, min_volume_mm3=rules.min_volume_mm3,
-                                keep_largest=rules.keep_largest,
-                                max_distance_to_pancreas_mm=rules.max_distance_to_pancreas_mm)
+            tumor = apply_rules(tumor, probabilities, self.labels, self.spec, spacing)
         return CaseResult(tumor.astype(np.uint8), self.labels, probabilities if keep_probabilities else None,
                           stages, tuple(accumulator.members), plan.mirroring_dropped, tuple(plan.dropped))
 

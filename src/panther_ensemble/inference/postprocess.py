@@ -1,4 +1,5 @@
-"""Tumour post-processing on the binary mask: component volume filter, keep-largest, pancreas gating.
+"""Tumour post-processing on the binary mask: component volume filter, keep-largest, pancreas gating, and the
+never-empty fallback.
 
 All off by default (spec `postprocess`). Components are 26-connected (cc3d). Volumes are in mm^3 from the
 image spacing; distances to the predicted pancreas are Euclidean in mm (scipy's exact distance
@@ -13,6 +14,8 @@ import cc3d
 import numpy as np
 from scipy import ndimage
 from scipy.ndimage import distance_transform_edt
+
+from .ensemble import decide, label_mask
 
 log = logging.getLogger(__name__)
 
@@ -63,3 +66,33 @@ def _near_pancreas(components: np.ndarray, n: int, pancreas: np.ndarray, spacing
     distance = distance_transform_edt(~sub_pancreas, sampling=spacing_zyx)
     nearest = ndimage.minimum(distance, labels=components[box], index=np.arange(1, n + 1))
     return np.asarray(nearest) <= max_mm
+
+
+def never_empty(tumor: np.ndarray, argmax_tumor, spacing_zyx: tuple[float, ...], quiet: bool = False) -> np.ndarray:
+    """`tumor` when it has a voxel; otherwise the largest 26-connected component of the argmax tumour mask
+    (a callable returning it: computed only when needed), which may be empty too. The spec's
+    `postprocess.never_empty`, applied after the decision and every other rule."""
+    if tumor.any():
+        return tumor
+    fallback = postprocess(argmax_tumor(), spacing_zyx, keep_largest=1, quiet=True)
+    if fallback.any() and not quiet:
+        log.info("post-processing: no tumour left; the largest argmax tumour component (%d voxels) instead",
+                 int(fallback.sum()))
+    return fallback
+
+
+def apply_rules(tumor: np.ndarray, probabilities, labels, spec, spacing_zyx: tuple[float, ...]) -> np.ndarray:
+    """The spec's `postprocess` on the decided bool tumour mask, given the weighted probabilities it was decided
+    from (a torch tensor on any device: the pancreas gate and the never-empty fallback read it). The one path
+    of the engine and of every re-scoring of full-grid maps (training/evaluate_heldout.py)."""
+    rules = spec.postprocess
+    pancreas = None
+    if rules.max_distance_to_pancreas_mm is not None:
+        pm = label_mask(probabilities, labels, spec.pancreas_label)
+        pancreas = pm.cpu().numpy() if pm is not None else None
+    out = postprocess(tumor, spacing_zyx, pancreas, min_volume_mm3=rules.min_volume_mm3,
+                      keep_largest=rules.keep_largest, max_distance_to_pancreas_mm=rules.max_distance_to_pancreas_mm)
+    if rules.never_empty:
+        out = never_empty(out, lambda: decide(probabilities, labels, spec.tumor_label, "argmax").cpu().numpy(),
+                          spacing_zyx)
+    return out

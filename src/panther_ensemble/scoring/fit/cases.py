@@ -53,8 +53,10 @@ def crop_rule(space: SearchSpace, members: Sequence[MemberSource], tumor_label: 
     """The crop rule that keeps every candidate of `space` exact."""
     n_labels = len(common_label_space([peek_labels(m, tumor_label) for m in members]))
     # argmax over L labels picks tumour only where its weighted probability is >= 1/L, which needs some
-    # member with p(tumour) >= 1/L (proof in docs/FITTING.md); a threshold t needs some member with p >= t
-    bound = 1.0 / max(n_labels, 2) if any(r == "argmax" for r, _ in space.decisions) else 1.0
+    # member with p(tumour) >= 1/L (proof in docs/FITTING.md); a threshold t needs some member with p >= t.
+    # The never-empty fallback is an argmax mask too
+    argmax = any(r == "argmax" for r, _ in space.decisions) or space.never_empty
+    bound = 1.0 / max(n_labels, 2) if argmax else 1.0
     if space.min_threshold is not None:
         bound = min(bound, space.min_threshold)
     has_pancreas = any(pancreas_label in (m.labels or ()) for m in members)

@@ -78,7 +78,9 @@ def select(ev: Evaluator, space: SearchSpace, case_idx: Sequence[int], objective
     stage_b = [replace(c, pp=p) for c in top for p in space.pp_grid if p != PP_OFF]
     ev.ensure(stage_b, case_idx)
     scored = scored_a + score(stage_b, "B")
-    best_i = min(range(len(scored)), key=lambda i: (scored[i].key(objective), i))
+    # an exact tie goes to a never-empty setting (it can only change a case whose mask would be empty, and did
+    # not change one for the worse here), then to the simpler candidate (earlier in the search)
+    best_i = min(range(len(scored)), key=lambda i: (scored[i].key(objective), not scored[i].cand.pp[3], i))
     return Selection(scored[best_i], scored, singles)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ...inference.ensemble import WeightedProbabilities, common_label_space, decide, label_mask
-from ...inference.postprocess import postprocess
+from ...inference.postprocess import never_empty, postprocess
 from ..leaderboard import aggregate
 from ..metrics import (AGGREGATE_KEYS, CASE_KEYS, GroundTruthSurface, SurfelAreas, case_metrics,
                        image_diagonal_mm, surface_spacing, tumour_mask)
@@ -81,6 +81,12 @@ class Evaluator:
         self.seconds["probabilities"] += time.perf_counter() - t
         self.stats["weightings"] += 1
         pancreas_cache: list = []
+        argmax_cache: list = []
+
+        def argmax_tumour():  # the never-empty fallback's mask: every voxel of it is live (see crop_rule)
+            if not argmax_cache:
+                argmax_cache.append(case.scatter(decide(P, labels, self.tumor_label, "argmax").numpy()))
+            return argmax_cache[0]
 
         def pancreas():
             if not pancreas_cache:
@@ -99,7 +105,7 @@ class Evaluator:
             self.stats["decisions"] += 1
             gated: dict = {}
             for c in cands:
-                out = self._postprocess(mask, case, c.pp, gated, pancreas)
+                out = self._postprocess(mask, case, c.pp, gated, pancreas, argmax_tumour)
                 self.metrics[c][ci] = self._case_metrics(ci, out)
 
     def _weighted(self, n: int, member_probs: Sequence[np.ndarray], wd: tuple):
@@ -139,16 +145,20 @@ class Evaluator:
             self._outside[key] = bool(pm is not None and pm.any())
         return self._outside[key]
 
-    def _postprocess(self, mask: np.ndarray, case: CaseData, pp: tuple, gated: dict, pancreas) -> np.ndarray:
-        """The engine's postprocess(mask, rules). A rule with a pancreas gate is run as two postprocess calls,
-        gate first, then the size rules on what is left: removing whole components leaves the others (their
-        voxels, volumes and raster order) unchanged, so the result is identical, and the expensive distance
-        transform is shared by all size rules with the same gate (tested against the single call)."""
+    def _postprocess(self, mask: np.ndarray, case: CaseData, pp: tuple, gated: dict, pancreas,
+                     argmax_tumour) -> np.ndarray:
+        """The engine's apply_rules(mask, rules): postprocess, then the never-empty fallback. A rule with a
+        pancreas gate is run as two postprocess calls, gate first, then the size rules on what is left: removing
+        whole components leaves the others (their voxels, volumes and raster order) unchanged, so the result is
+        identical, and the expensive distance transform is shared by all size rules with the same gate (tested
+        against the single call)."""
         if pp == PP_OFF:
             return mask
         t = time.perf_counter()
-        min_v, keep, dist = pp
-        if dist is None:
+        min_v, keep, dist, fallback = pp
+        if dist is None and min_v is None and keep is None:
+            out = mask
+        elif dist is None:
             out = postprocess(mask, case.spacing, None, min_volume_mm3=min_v, keep_largest=keep, quiet=True)
             self.stats["postprocess"] += 1
         else:
@@ -160,6 +170,8 @@ class Evaluator:
             if min_v is not None or keep is not None:
                 out = postprocess(out, case.spacing, None, min_volume_mm3=min_v, keep_largest=keep, quiet=True)
                 self.stats["postprocess"] += 1
+        if fallback:
+            out = never_empty(out, argmax_tumour, case.spacing, quiet=True)
         self.seconds["postprocess"] += time.perf_counter() - t
         return out
 

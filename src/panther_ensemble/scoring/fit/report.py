@@ -195,7 +195,7 @@ def _md_chosen(rep: dict) -> list[str]:
         lines.append(f"- tumour class weights: {ch['tumour_class_weights']}")
     d = ch["decision"]
     lines.append(f"- decision: {d['rule']}" + (f" at {d['threshold']:g}" if d["rule"] == "threshold" else ""))
-    lines.append(f"- post-processing: {pp_label(tuple(ch['postprocess'].values()))}")
+    lines.append(f"- post-processing: {pp_label(tuple(ch['postprocess'].get(k) for k in PP_FIELDS))}")
     return lines
 
 
@@ -208,7 +208,8 @@ def _md_search_space(rep: dict) -> list[str]:
              f"class weights) x decisions {', '.join(s['decisions'])}, no post-processing",
              f"- stage B: the top {s['top_k'] or 'all'} of stage A x {s['postprocess_settings'] - 1} post-processing "
              f"settings: min_volume_mm3 {ax['min_volume_mm3']} x keep_largest {ax['keep_largest']} x "
-             f"max_distance_to_pancreas_mm {ax['max_distance_to_pancreas_mm']} (all off excluded)",
+             f"max_distance_to_pancreas_mm {ax['max_distance_to_pancreas_mm']} x never_empty "
+             f"{ax.get('never_empty', ['off'])} (all off excluded)",
              f"- metric weights of the weighted score: {rep['metric_weights']} (HD95 and MASD divided by the "
              f"mean image diagonal {norm['image_diagonal_mm']:.0f} mm, volume RMSE by the "
              f"RMS true volume {norm['rms_true_volume_mm3']:.0f} mm3)"]

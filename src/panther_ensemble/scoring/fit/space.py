@@ -23,18 +23,21 @@ DEFAULT_THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
 DEFAULT_MIN_VOLUMES = (None, 100.0, 500.0, 2000.0)
 DEFAULT_KEEP_LARGEST = (None, 1, 2)
 DEFAULT_MAX_DISTANCES = (None, 5.0, 20.0)
+#: never-empty fallback: on first, so that on a tie the fit keeps it (every PANTHER case has a tumour, and an
+#: empty mask scores the worst HD95 and MASD there is)
+DEFAULT_NEVER_EMPTY = (True, None)
 DEFAULT_TOP_K = 5
 
-#: post-processing off: (min_volume_mm3, keep_largest, max_distance_to_pancreas_mm)
-PP_OFF = (None, None, None)
-PP_FIELDS = ("min_volume_mm3", "keep_largest", "max_distance_to_pancreas_mm")
+#: post-processing off: (min_volume_mm3, keep_largest, max_distance_to_pancreas_mm, never_empty)
+PP_OFF = (None, None, None, None)
+PP_FIELDS = ("min_volume_mm3", "keep_largest", "max_distance_to_pancreas_mm", "never_empty")
 
 
 @dataclass(frozen=True)
 class Candidate:
     """One ensemble configuration. weights: per member (base-spec order), normalised to sum 1.
     factors: per-member class weight on the tumour label (None = all 1). pp: (min_volume_mm3,
-    keep_largest, max_distance_to_pancreas_mm), None = off."""
+    keep_largest, max_distance_to_pancreas_mm, never_empty), None = off (never_empty: True or None)."""
 
     weights: tuple[float, ...]
     factors: tuple[float, ...] | None = None
@@ -70,6 +73,8 @@ def pp_label(pp: tuple) -> str:
         parts.append(f"keep {pp[1]}")
     if pp[2] is not None:
         parts.append(f"<= {pp[2]:g} mm from pancreas")
+    if len(pp) > 3 and pp[3]:
+        parts.append("never empty")
     return ", ".join(parts)
 
 
@@ -134,12 +139,13 @@ class SearchSpace:
               seed: int = 0, tumour_factors: Sequence[float] = (), thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
               argmax: bool = True, min_volumes: Sequence = DEFAULT_MIN_VOLUMES,
               keep_largest: Sequence = DEFAULT_KEEP_LARGEST, max_distances: Sequence = DEFAULT_MAX_DISTANCES,
-              top_k: int = DEFAULT_TOP_K, has_pancreas: bool = True) -> "SearchSpace":
+              never_empty: Sequence = DEFAULT_NEVER_EMPTY, top_k: int = DEFAULT_TOP_K,
+              has_pancreas: bool = True) -> "SearchSpace":
         """The space of the command line's options (the defaults are the command line's defaults)."""
         weights = _weight_vectors(n_members, weight_step, dirichlet, seed)
         weightings = _with_tumour_factors(weights, tumour_factors, n_members)
         return cls(weightings, _decisions(thresholds, argmax),
-                   _pp_grid(min_volumes, keep_largest, max_distances, has_pancreas), top_k)
+                   _pp_grid(min_volumes, keep_largest, max_distances, never_empty, has_pancreas), top_k)
 
     @property
     def stage_a(self) -> list[Candidate]:
@@ -149,6 +155,11 @@ class SearchSpace:
     def max_distance(self) -> float | None:
         ds = [p[2] for p in self.pp_grid if p[2] is not None]
         return max(ds) if ds else None
+
+    @property
+    def never_empty(self) -> bool:
+        """Whether some setting falls back to the argmax tumour mask."""
+        return any(p[3] for p in self.pp_grid)
 
     @property
     def min_threshold(self) -> float | None:
@@ -162,6 +173,7 @@ class SearchSpace:
 
     def describe(self) -> dict:
         axes = {k: uniq([p[i] for p in self.pp_grid]) for i, k in enumerate(PP_FIELDS)}
+        axes["never_empty"] = ["on" if v else None for v in axes["never_empty"]]
         return {"weightings": len(self.weightings),
                 "weightings_with_tumour_factors": sum(k is not None for _, k in self.weightings),
                 "decisions": [dec_label(d) for d in self.decisions],
@@ -226,8 +238,9 @@ def _decisions(thresholds: Sequence[float], argmax: bool) -> list:
     return decisions
 
 
-def _pp_grid(min_volumes: Sequence, keep_largest: Sequence, max_distances: Sequence, has_pancreas: bool) -> list:
-    """Off first, then every combination of the three axes."""
+def _pp_grid(min_volumes: Sequence, keep_largest: Sequence, max_distances: Sequence, never_empty: Sequence,
+             has_pancreas: bool) -> list:
+    """Off first, then every combination of the four axes (in the order of their values)."""
     for v in min_volumes:
         if v is not None and v < 0:
             raise InputError("--min-volumes", f"must be >= 0 or off, got {v:g}")
@@ -240,5 +253,8 @@ def _pp_grid(min_volumes: Sequence, keep_largest: Sequence, max_distances: Seque
     if not has_pancreas and any(d is not None for d in max_distances):
         log.warning("no member predicts the pancreas label: pancreas-distance gating left out of the search")
         max_distances = [None]
-    combos = itertools.product(uniq(min_volumes), uniq(keep_largest), uniq(max_distances))
+    for e in never_empty:
+        if e not in (True, None):
+            raise InputError("--never-empty", f"values are on or off, got {e!r}")
+    combos = itertools.product(uniq(min_volumes), uniq(keep_largest), uniq(max_distances), uniq(never_empty))
     return [PP_OFF] + [p for p in combos if p != PP_OFF]
