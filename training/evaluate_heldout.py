@@ -150,7 +150,9 @@ def main() -> int:
     subprocess.run(cmd, check=True)
     write_rank_stability(a.out, entries)
     (a.out / "command.json").write_text(json.dumps({"command": " ".join(sys.argv), "seeds": a.seeds,
-                                                    "spec": str(spec_path.relative_to(REPO))}, indent=2) + "\n")
+                                                    "spec": str(spec_path.resolve().relative_to(REPO)
+                                                                if spec_path.resolve().is_relative_to(REPO)
+                                                                else spec_path)}, indent=2) + "\n")
     return 0
 
 

@@ -85,9 +85,9 @@ PRE=$nnUNet_results/${DS[0]}/nnUNetTrainerPhantomTumourFocus__nnUNetPlansPhantom
 timed() {  # timed STEP: run step_STEP and record its wall time
   local t0; t0=$(date +%s)
   "step_$1"
-  local name=$1
-  if [ "$MODELS" = shipped ]; then name="$1 (shipped models)"; fi  # not a step of the from-scratch rebuild
-  "$PY" "$HERE/timings.py" "$HERE/timings.json" "$name" $(( $(date +%s) - t0 )) "$TASKS"
+  local file=$HERE/timings.json
+  if [ "$MODELS" = shipped ]; then file=$HERE/timings_shipped.json; fi  # not a step of the from-scratch rebuild
+  "$PY" "$HERE/timings.py" "$file" "$1" $(( $(date +%s) - t0 )) "$TASKS"
 }
 
 gen() {  # gen TASK SEEDS DATASET_ID NAME: phantoms into the raw dataset, in two processes

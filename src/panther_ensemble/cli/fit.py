@@ -95,10 +95,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     space.add_argument("--max-distances", default="off,5,20", metavar="MM,...",
                        help="largest distance in mm of a tumour component from the predicted pancreas; off = no "
                             "limit (default: off,5,20)")
-    space.add_argument("--never-empty", default="on,off", metavar="on|off,...",
+    space.add_argument("--never-empty", default="off", metavar="on|off,...",
                        help="whether to try the fallback that keeps the largest argmax tumour component when the "
-                            "decision and the rules leave no tumour (spec postprocess.never_empty); the first value "
-                            "wins a tie (default: on,off)")
+                            "decision and the rules leave no tumour (spec postprocess.never_empty); on,off searches "
+                            "both, and on an exact tie the fallback wins (default: off)")
     space.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, metavar="K",
                        help="try post-processing on the K best weightings and decisions only; 0 = on all (default: "
                             f"{DEFAULT_TOP_K})")

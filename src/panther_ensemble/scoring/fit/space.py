@@ -23,9 +23,10 @@ DEFAULT_THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
 DEFAULT_MIN_VOLUMES = (None, 100.0, 500.0, 2000.0)
 DEFAULT_KEEP_LARGEST = (None, 1, 2)
 DEFAULT_MAX_DISTANCES = (None, 5.0, 20.0)
-#: never-empty fallback: on first, so that on a tie the fit keeps it (every PANTHER case has a tumour, and an
-#: empty mask scores the worst HD95 and MASD there is)
-DEFAULT_NEVER_EMPTY = (True, None)
+#: never-empty fallback: off by default. Searched on Task 1's phantoms (docs/results/experiments/never_empty_task1)
+#: it let the fit pair it with volume rules that empty a case more often, and the nested-CV result got worse;
+#: `--never-empty on,off` searches it (on a tie the fallback wins, see crossval.select)
+DEFAULT_NEVER_EMPTY = (None,)
 DEFAULT_TOP_K = 5
 
 #: post-processing off: (min_volume_mm3, keep_largest, max_distance_to_pancreas_mm, never_empty)
@@ -173,7 +174,8 @@ class SearchSpace:
 
     def describe(self) -> dict:
         axes = {k: uniq([p[i] for p in self.pp_grid]) for i, k in enumerate(PP_FIELDS)}
-        axes["never_empty"] = ["on" if v else None for v in axes["never_empty"]]
+        # in the order of the option (the all-off setting, always first, would put 'off' first)
+        axes["never_empty"] = ["on" if v else None for v in uniq([p[3] for p in self.pp_grid[1:]])]
         return {"weightings": len(self.weightings),
                 "weightings_with_tumour_factors": sum(k is not None for _, k in self.weightings),
                 "decisions": [dec_label(d) for d in self.decisions],
