@@ -149,10 +149,10 @@ def main() -> int:
            "--names", *entries, "--gt", str(gt_dir), "--out", str(a.out)]
     subprocess.run(cmd, check=True)
     write_rank_stability(a.out, entries)
+    shown = spec_path.resolve()  # the repo's own spec as a repo path, any other as given
+    shown = shown.relative_to(REPO) if shown.is_relative_to(REPO) else spec_path
     (a.out / "command.json").write_text(json.dumps({"command": " ".join(sys.argv), "seeds": a.seeds,
-                                                    "spec": str(spec_path.resolve().relative_to(REPO)
-                                                                if spec_path.resolve().is_relative_to(REPO)
-                                                                else spec_path)}, indent=2) + "\n")
+                                                    "spec": str(shown)}, indent=2) + "\n")
     return 0
 
 

@@ -80,5 +80,6 @@ def main() -> None:
         a_, b_ = splits[0]["val"], splits[1]["val"]
         print(f"wrote {folder / 'splits_final.json'}: fold 0 val {a_[0]}..{a_[-1]}, fold 1 val {b_[0]}..{b_[-1]}")
 
+
 if __name__ == "__main__":
     main()

@@ -74,7 +74,7 @@ def pp_label(pp: tuple) -> str:
         parts.append(f"keep {pp[1]}")
     if pp[2] is not None:
         parts.append(f"<= {pp[2]:g} mm from pancreas")
-    if len(pp) > 3 and pp[3]:
+    if pp[3]:
         parts.append("never empty")
     return ", ".join(parts)
 
