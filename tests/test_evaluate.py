@@ -499,6 +499,51 @@ def test_rank_stability_is_paired_and_sees_an_outlier():
         leaderboard.rank_stability({"a": per_case["worse"], "b": {"c0": per_case["worse"]["c0"]}})
 
 
+
+def test_paired_differences_signs_intervals_and_the_draws_of_rank_stability():
+    cases = [f"c{i}" for i in range(15)]
+    rng = np.random.default_rng(4)
+    base = {c: (float(rng.uniform(0.3, 0.8)), float(rng.uniform(5, 40))) for c in cases}
+    # the reference lists its cases in another order than the first entry (whose order rank_stability draws in)
+    per_case = {"same": {c: _case(d, h, 8.0) for c, (d, h) in base.items()},
+                "ref": {c: _case(*base[c], 8.0) for c in reversed(cases)},
+                "better": {c: _case(d + 0.05, h - 2, 9.0) for c, (d, h) in base.items()}}
+    out = leaderboard.paired_differences(per_case, "ref", resamples=300, seed=1)
+    assert set(out) == {"same", "better"} and set(out["better"]) == set(metrics.AGGREGATE_KEYS)
+    full = {n: leaderboard.aggregate(v) for n, v in per_case.items()}
+    for k in metrics.AGGREGATE_KEYS:
+        b = out["better"][k]
+        assert b["difference"] == pytest.approx(full["better"][k] - full["ref"][k], rel=1e-12, abs=1e-12)
+        assert b["better"] == 1.0 and b["equal"] == 0.0, k  # better on every case: better in every draw
+        sign = 1 if metrics.HIGHER_IS_BETTER[k] else -1
+        assert sign * b["low"] > 0 and sign * b["high"] > 0, k  # the interval excludes 0 on the right side
+        assert out["same"][k] == {"difference": 0.0, "low": 0.0, "high": 0.0, "better": 0.0, "equal": 1.0}
+    # a paired draw with an outlier: 11 of 12 cases far better, one empty mask (the diagonal as HD95)
+    per_case["spiky"] = {c: _case(d + 0.08, h - 3, 9.5) for c, (d, h) in base.items()}
+    per_case["spiky"]["c0"] = _case(0.0, 524.0, 0.0)
+    spiky = leaderboard.paired_differences(per_case, "ref", resamples=400, seed=2)["spiky"]["hd95"]
+    assert spiky["difference"] > 0 and spiky["low"] < 0 < spiky["high"]  # worse in the mean, not supported
+    assert 0.2 < spiky["better"] < 0.6  # better exactly in the draws without c0, about (14/15)^15 = 0.36
+
+    # one draw: the entry's and the reference's aggregates over the case set that rank_stability draws first
+    # (same seed, the first entry's case order), computed by `aggregate` itself
+    one = leaderboard.paired_differences(per_case, "ref", resamples=1, seed=7)
+    draw = np.random.default_rng(7).integers(0, len(cases), len(cases))
+    drawn = {n: leaderboard.aggregate({i: per_case[n][cases[c]] for i, c in enumerate(draw)}) for n in per_case}
+    for n in ("better", "spiky"):
+        for k in metrics.AGGREGATE_KEYS:
+            assert one[n][k]["low"] == one[n][k]["high"] == pytest.approx(drawn[n][k] - drawn["ref"][k], abs=1e-9)
+    assert leaderboard.paired_differences(per_case, "ref", 50, 5) == leaderboard.paired_differences(
+        per_case, "ref", 50, 5)  # reproducible
+
+    with pytest.raises(ValueError, match="no entry 'nope'"):
+        leaderboard.paired_differences(per_case, "nope")
+    with pytest.raises(ValueError, match="other cases"):
+        leaderboard.paired_differences({"ref": per_case["ref"], "b": {"c0": per_case["ref"]["c0"]}}, "ref")
+    with pytest.raises(ValueError, match="level"):
+        leaderboard.paired_differences(per_case, "ref", level=95)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # command line, end to end on .mha files
 # ----------------------------------------------------------------------------------------------------------
@@ -588,6 +633,45 @@ def test_cli_leaderboard_with_tie(dataset, capsys):
     for n in ("alpha", "beta", "gamma"):
         assert (root / "lb" / n / "metrics.json").is_file()
     assert "alpha" in out and "gamma" in out and "mean rank" in out
+
+
+def test_cli_bootstrap_compares_every_entry_with_the_reference(dataset, capsys):
+    root, _, _ = dataset
+    argv = ["evaluate", "--pred", str(root / "A"), str(root / "B"), str(root / "C"), "--names", "alpha", "beta",
+            "gamma", "--gt", str(root / "gt"), "--bootstrap", "200", "--reference", "gamma", "--out", str(root / "lb")]
+    rc, out, err = run_cli(argv, capsys)
+    assert rc == 0, err
+    boot = json.loads((root / "lb" / "bootstrap.json").read_text())
+    assert (boot["resamples"], boot["seed"], boot["cases"], boot["reference"]) == (200, 0, 3, "gamma")
+    assert set(boot["paired"]) == {"alpha", "beta"} and set(boot["rank_stability"]) == {"alpha", "beta", "gamma"}
+    per_case = {n: json.loads((root / "lb" / n / "metrics.json").read_text())["cases"] for n in ("alpha", "beta", "gamma")}
+    assert boot["paired"] == json.loads(json.dumps(leaderboard.paired_differences(per_case, "gamma", 200, 0)))
+    assert boot["rank_stability"] == json.loads(json.dumps(leaderboard.rank_stability(per_case, 200, 0)))
+    assert boot["paired"]["alpha"] == boot["paired"]["beta"]  # identical masks: identical comparisons
+    assert "minus gamma" in out and "95% interval" in out and "leads" in out
+    # the default reference is the leaderboard's first; another seed, other draws
+    rc, out, err = run_cli(argv[:-6] + ["--bootstrap", "50", "--seed", "3", "--out", str(root / "lb2")], capsys)
+    assert rc == 0, err
+    boot2 = json.loads((root / "lb2" / "bootstrap.json").read_text())
+    first = json.loads((root / "lb2" / "leaderboard.json").read_text())["leaderboard"][0]["name"]
+    assert boot2["reference"] == first and first not in boot2["paired"] and boot2["seed"] == 3
+
+
+@pytest.mark.parametrize("extra, flag, words", [
+    (["--bootstrap", "-1"], "--bootstrap", "must be 0 (off) or a number of draws, got -1"),
+    (["--reference", "A"], "--reference", "is the entry --bootstrap compares with: give --bootstrap N too"),
+    (["--seed", "4"], "--seed", "seeds the --bootstrap draws: give --bootstrap N too"),
+    (["--bootstrap", "10", "--reference", "nope"], "--reference", "'nope' is not one of the entries (A, C)"),
+])
+def test_cli_bootstrap_option_errors(dataset, capsys, extra, flag, words):
+    root, _, _ = dataset
+    rc, out, err = run_cli(["evaluate", "--pred", str(root / "A"), str(root / "C"), "--gt", str(root / "gt"),
+                            "--out", str(root / "never"), *extra], capsys)
+    assert rc == 2 and err.strip().splitlines() == [f"error: {flag}: {words}"], err
+    assert not (root / "never").exists()
+    rc, out, err = run_cli(["evaluate", "--pred", str(root / "A"), "--gt", str(root / "gt"), "--bootstrap", "10"],
+                           capsys)
+    assert rc == 2 and err.strip() == "error: --bootstrap: compares entries: give at least two --pred folders"
 
 
 def _bad_run(root, capsys, pred_dir, *extra):

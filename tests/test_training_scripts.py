@@ -94,24 +94,52 @@ def test_freshness_rule_counts_every_file_below_a_folder(tmp_path):
         newest_mtime([tmp_path / "empty"])
 
 
-def test_heldout_rank_stability_reads_evaluate_s_per_case_tables(tmp_path):
-    """evaluate_heldout.write_rank_stability on the committed held-out tables (panther-ensemble evaluate's
-    metrics.json): the 20 cases of every entry, none of the aggregates."""
+def _training_module(name):
     sys.path.insert(0, str(REPO / "training"))
     try:
-        import evaluate_heldout
+        return __import__(name)
     finally:
         sys.path.remove(str(REPO / "training"))
+
+
+def test_heldout_bootstrap_reads_evaluate_s_per_case_tables(tmp_path):
+    """evaluate_heldout.write_bootstrap on the committed held-out tables (panther-ensemble evaluate's
+    metrics.json): the 20 cases of every entry, none of the aggregates; the committed bootstrap.json is what
+    it writes."""
+    evaluate_heldout = _training_module("evaluate_heldout")
     entries = ["default", "DA5", "iso", "equal", "fitted"]
+    committed = REPO / "docs" / "results" / "heldout_task2"
     for e in entries:
         (tmp_path / e).mkdir()
-        shutil.copy(REPO / "docs" / "results" / "heldout_task2" / e / "metrics.json", tmp_path / e / "metrics.json")
-    result = evaluate_heldout.write_rank_stability(tmp_path, entries, resamples=200)
-    written = json.loads((tmp_path / "rank_stability.json").read_text())
-    assert written["cases"] == 20 and set(written["entries"]) == set(entries)
-    assert sum(r["first"] for r in result.values()) >= 1.0
-    for r in written["entries"].values():
+        shutil.copy(committed / e / "metrics.json", tmp_path / e / "metrics.json")
+    result = evaluate_heldout.write_bootstrap(tmp_path, entries)
+    written = json.loads((tmp_path / "bootstrap.json").read_text())
+    assert written == json.loads((committed / "bootstrap.json").read_text())
+    assert written["cases"] == 20 and set(written["rank_stability"]) == set(entries)
+    assert set(written["paired"]) == set(entries) - {"equal"} and written["reference"] == "equal"
+    assert sum(r["first"] for r in result["rank_stability"].values()) >= 1.0
+    for r in written["rank_stability"].values():
         assert 1.0 <= r["mean_rank_p2.5"] <= r["mean_rank_median"] <= r["mean_rank_p97.5"] <= 5.0
+    for metrics in written["paired"].values():
+        for d in metrics.values():
+            assert d["low"] <= d["high"] and 0.0 <= d["better"] + d["equal"] <= 1.0
+
+
+def test_pool_heldout_pools_the_sets_and_refuses_a_case_in_two(tmp_path, capsys, monkeypatch):
+    """training/pool_heldout.py: the committed pooled Task 1 file is what it writes from the three sets."""
+    pool_heldout = _training_module("pool_heldout")
+    sets = [REPO / "docs" / "results" / d for d in
+            ("heldout_task1", "heldout_task1_seeds1120-1139", "heldout_task1_seeds1140-1159")]
+    committed = REPO / "docs" / "results" / "heldout_task1_seeds1140-1159" / "pooled_1100-1159.json"
+    out = tmp_path / "pooled.json"
+    monkeypatch.chdir(REPO)  # the committed file records the sets as repo paths
+    assert pool_heldout.main([*(str(d.relative_to(REPO)) for d in sets), "--seeds", "1100-1159", "--out", str(out)]) == 0
+    assert json.loads(out.read_text()) == json.loads(committed.read_text())
+    doc = json.loads(out.read_text())
+    assert doc["cases"] == 60 and [r["name"] for r in doc["leaderboard"]][0] == "equal"
+    assert "minus equal" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="cases already in another set: t1_seed1100, t1_seed1101"):
+        pool_heldout.pool([sets[0], sets[0]])
 
 
 def test_two_fold_splits_are_the_sorted_halves_and_predict_oof_uses_them_without_the_plan_step(tmp_path):

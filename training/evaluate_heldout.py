@@ -13,7 +13,8 @@
    the shipped spec's weights, class weights, decision and post-processing, computed with the engine's own
    stage functions (on the first case it is checked voxel for voxel against the shipped ensemble run as
    inference.py runs it);
-4. scores every entry into --out (leaderboard, per-case metrics, figures).
+4. scores every entry into --out (leaderboard, per-case metrics, figures) and writes bootstrap.json: how
+   often each entry leads on resampled case sets, and each entry minus equal weights per metric.
 Cases already predicted (maps newer than the members' checkpoints) are skipped, so an interrupted run resumes.
 """
 
@@ -148,7 +149,7 @@ def main() -> int:
     cmd = [sys.executable, "-m", "panther_ensemble.cli", "evaluate", "--pred", *[str(pred_root / e) for e in entries],
            "--names", *entries, "--gt", str(gt_dir), "--out", str(a.out)]
     subprocess.run(cmd, check=True)
-    write_rank_stability(a.out, entries)
+    write_bootstrap(a.out, entries)
     shown = spec_path.resolve()  # the repo's own spec as a repo path, any other as given
     shown = shown.relative_to(REPO) if shown.is_relative_to(REPO) else spec_path
     (a.out / "command.json").write_text(json.dumps({"command": " ".join(sys.argv), "seeds": a.seeds,
@@ -156,21 +157,19 @@ def main() -> int:
     return 0
 
 
-def write_rank_stability(out: Path, entries: list[str], resamples: int = 2000) -> dict:
-    """OUT/rank_stability.json: how often each entry leads the leaderboard when the held-out cases are
-    resampled with replacement (paired: one draw for all entries; `scoring.rank_stability`), from the
-    per-case metrics that `panther-ensemble evaluate` wrote for each entry (metrics.json "cases"). 20 cases
-    are few: this says how much of the table's order they support."""
-    from panther_ensemble.scoring import rank_stability
+def write_bootstrap(out: Path, entries: list[str], reference: str = "equal", resamples: int = 2000) -> dict:
+    """OUT/bootstrap.json from the per-case metrics that `panther-ensemble evaluate` wrote for each entry
+    (OUT/<entry>/metrics.json "cases"): the held-out cases drawn with replacement `resamples` times, one draw
+    for every entry, and (`scoring.evaluate.bootstrap_summary`) how often each entry leads the leaderboard,
+    and each entry minus `reference` per metric with a 95% interval. 20 cases are few: this says which
+    parts of the table they support."""
+    from panther_ensemble.scoring.evaluate import bootstrap_summary, format_bootstrap
 
     per_case = {e: json.loads((out / e / "metrics.json").read_text())["cases"] for e in entries}
-    result = rank_stability(per_case, resamples=resamples, seed=0)
-    (out / "rank_stability.json").write_text(json.dumps(
-        {"resamples": resamples, "seed": 0, "cases": len(per_case[entries[0]]),
-         "entries": {e: {k: round(v, 4) for k, v in r.items()} for e, r in result.items()}}, indent=2) + "\n")
-    print("leads the leaderboard in this share of resampled case sets: "
-          + ", ".join(f"{e} {r['first']:.2f}" for e, r in result.items()), flush=True)
-    return result
+    summary = bootstrap_summary(per_case, reference, resamples, seed=0)
+    (out / "bootstrap.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(format_bootstrap(summary), flush=True)
+    return summary
 
 
 if __name__ == "__main__":

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
 from ..errors import InputError
-from ..scoring.evaluate import (default_names, evaluate_folders, format_case_table, format_leaderboard,
-                                safe_dirnames, write_leaderboard, write_metrics)
+from ..scoring.evaluate import (bootstrap_summary, default_names, evaluate_folders, format_bootstrap,
+                                format_case_table, format_leaderboard, safe_dirnames, write_leaderboard,
+                                write_metrics)
 from ..scoring.leaderboard import aggregate, rank_table
 
 HELP = """Score predicted tumour masks against ground-truth labels with the five PANTHER metrics: Dice,
@@ -21,7 +23,8 @@ ground-truth files by case name, the file name without its suffix (case_001.mha 
 EPILOG = """\
 examples:
   panther-ensemble evaluate --pred masks/ --gt labels/ --out report/
-  panther-ensemble evaluate --pred ours/ baseline/ --names ours baseline --gt labels/ --official"""
+  panther-ensemble evaluate --pred ours/ baseline/ --names ours baseline --gt labels/ --official
+  panther-ensemble evaluate --pred a/ b/ c/ --gt labels/ --bootstrap 2000 --reference b --out report/"""
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write DIR/<case>.png (prediction against ground truth through the tumour: true "
                              "positives green, false positives red, false negatives blue) and DIR/contact_sheet.png; "
                              "several --pred folders: one subfolder each. Needs --images")
+    parser.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                        help="with several --pred folders: also draw N case sets with replacement (paired: one draw "
+                             "for every entry) and report how often each entry leads the leaderboard and each "
+                             "entry's difference from --reference per metric with a 95%% interval; written to "
+                             "bootstrap.json with --out (default 0: off; 2000 is a good number)")
+    parser.add_argument("--reference", metavar="NAME",
+                        help="the entry the others are compared with under --bootstrap (default: the leaderboard's "
+                             "first)")
+    parser.add_argument("--seed", type=int, help="seed of the --bootstrap draws (default 0)")
     parser.add_argument("--images", type=Path, metavar="DIR",
                         help="the MRI files the previews are drawn on (<case>.* or <case>_0000.*)")
 
@@ -64,6 +76,16 @@ def main(args: argparse.Namespace) -> int:
     official = bool(args.official)
     if args.preview is not None and args.images is None:
         raise InputError("--preview", "needs --images DIR, the MRI the masks are drawn on")
+    if args.bootstrap < 0:
+        raise InputError("--bootstrap", f"must be 0 (off) or a number of draws, got {args.bootstrap}")
+    if args.bootstrap and len(pred_dirs) < 2:
+        raise InputError("--bootstrap", "compares entries: give at least two --pred folders")
+    if args.reference is not None and not args.bootstrap:
+        raise InputError("--reference", "is the entry --bootstrap compares with: give --bootstrap N too")
+    if args.seed is not None and not args.bootstrap:
+        raise InputError("--seed", "seeds the --bootstrap draws: give --bootstrap N too")
+    if args.reference is not None and args.reference not in names:
+        raise InputError("--reference", f"{args.reference!r} is not one of the entries ({', '.join(names)})")
     results = evaluate_folders(pred_dirs, args.gt, official=official, missing_as_empty=args.missing_as_empty)
     aggs = {name: aggregate(cases) for name, cases in zip(names, results)}
     mode = "official (x, y, z spacing with z, y, x arrays)" if official else "correct (z, y, x spacing)"
@@ -77,6 +99,12 @@ def main(args: argparse.Namespace) -> int:
         rows = rank_table(aggs)
         print(f"# leaderboard vs {args.gt} ({len(results[0])} cases, spacing mode: {mode})")
         print(format_leaderboard(rows))
+        if args.bootstrap:
+            reference = args.reference if args.reference is not None else rows[0]["name"]
+            boot = bootstrap_summary(dict(zip(names, results)), reference, args.bootstrap,
+                                     0 if args.seed is None else args.seed)
+            print()
+            print(format_bootstrap(boot))
 
     if args.out is not None:
         out = Path(args.out)
@@ -87,6 +115,8 @@ def main(args: argparse.Namespace) -> int:
             for name, sub, d, cases in zip(names, safe_dirnames(names), pred_dirs, results):
                 write_metrics(out / sub, cases, aggs[name], {**meta, "name": name, "pred": str(d)}, name)
             write_leaderboard(out, rows, {**meta, "pred": [str(d) for d in pred_dirs], "names": names})
+            if args.bootstrap:
+                (out / "bootstrap.json").write_text(json.dumps(boot, indent=2) + "\n")
         log.info("wrote results to %s", out)
     if args.preview is not None:
         from ..preview import comparison_previews

@@ -18,7 +18,7 @@ Python use, without files::
 Importing this package changes nothing outside it: no patched library, no logger or warning settings.
 """
 
-from .leaderboard import aggregate, rank_stability, rank_table
+from .leaderboard import aggregate, paired_differences, rank_stability, rank_table
 from .metrics import AGGREGATE_KEYS, CASE_KEYS, HIGHER_IS_BETTER, case_metrics
 
-__all__ = ["AGGREGATE_KEYS", "CASE_KEYS", "HIGHER_IS_BETTER", "aggregate", "case_metrics", "rank_stability", "rank_table"]
+__all__ = ["AGGREGATE_KEYS", "CASE_KEYS", "HIGHER_IS_BETTER", "aggregate", "case_metrics", "paired_differences", "rank_stability", "rank_table"]

@@ -189,3 +189,41 @@ def format_leaderboard(rows: Sequence[Mapping]) -> str:
                      f"{cell('masd', 2, 12)} {cell('volume_rmse_mm3', 0, 14)}")
     lines.append("(rank per metric in brackets; equal values share the lower rank)")
     return "\n".join(lines)
+
+
+#: how the terminal shows each aggregate: label and decimals
+_SHOWN = {"dice": ("Dice", 4), "surface_dice_5mm": ("sDice5", 4), "hd95": ("HD95mm", 2), "masd": ("MASDmm", 2),
+          "volume_rmse_mm3": ("RMSE_mm3", 0)}
+
+
+def bootstrap_summary(per_case: Mapping[str, Mapping[str, Mapping[str, float]]], reference: str, resamples: int,
+                      seed: int = 0) -> dict:
+    """bootstrap.json's content: how firm the leaderboard's order is (`leaderboard.rank_stability`) and every
+    entry against `reference`, metric by metric (`leaderboard.paired_differences`). Both draw their case
+    sets from one seed in the same order, so they are computed on the very same resampled case sets."""
+    from .leaderboard import paired_differences, rank_stability
+
+    return {"resamples": resamples, "seed": seed, "cases": len(per_case[reference]), "reference": reference,
+            "level": 0.95, "rank_stability": rank_stability(per_case, resamples=resamples, seed=seed),
+            "paired": paired_differences(per_case, reference, resamples=resamples, seed=seed)}
+
+
+def format_bootstrap(summary: Mapping) -> str:
+    """Two tables: each entry's share of resampled case sets it leads, and each entry minus the reference."""
+    stab, ref = summary["rank_stability"], summary["reference"]
+    width = max([len("entry")] + [len(n) for n in stab])
+    lines = [f"# {summary['resamples']} case sets drawn with replacement from the {summary['cases']} cases",
+             f"{'entry':<{width}} {'leads':>6}  mean rank 95% interval"]
+    for n, r in sorted(stab.items(), key=lambda kv: -kv[1]["first"]):
+        lines.append(f"{n:<{width}} {100 * r['first']:>5.1f}%  {r['mean_rank_p2.5']:.1f} - {r['mean_rank_p97.5']:.1f}")
+    lines += ["", f"# minus {ref}: difference over all cases, 95% bootstrap interval (paired), share of draws better",
+              f"{'entry':<{width}} {'metric':<8} {'difference':>12} {'95% interval':>26} {'better':>7}"]
+    for n, metrics in summary["paired"].items():
+        for k, d in metrics.items():
+            label, digits = _SHOWN[k]
+            interval = f"[{d['low']:+.{digits}f}, {d['high']:+.{digits}f}]"
+            lines.append(f"{n:<{width}} {label:<8} {d['difference']:>+12.{digits}f} {interval:>26} "
+                         f"{100 * d['better']:>6.1f}%")
+    lines.append("(an interval that excludes 0 means the cases support the difference's sign; HD95, MASD and "
+                 "RMSE: lower is better)")
+    return "\n".join(lines)

@@ -94,3 +94,60 @@ def rank_stability(per_case: Mapping[str, Mapping[object, Mapping[str, float]]],
                 "mean_rank_p2.5": float(np.percentile(mean_ranks[n], 2.5)),
                 "mean_rank_median": float(np.median(mean_ranks[n])),
                 "mean_rank_p97.5": float(np.percentile(mean_ranks[n], 97.5))} for n in names}
+
+
+def _case_columns(cases: Mapping[object, Mapping[str, float]], order: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 4) array of the MEAN_KEYS and (n,) squared volume errors of `cases`, in `order`."""
+    means = np.array([[float(cases[c][k]) for k in MEAN_KEYS] for c in order], dtype=np.float64)
+    err2 = np.array([(float(cases[c]["pred_volume_mm3"]) - float(cases[c]["gt_volume_mm3"])) ** 2 for c in order])
+    return means, err2
+
+
+def _drawn_aggregates(means: np.ndarray, err2: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """(resamples, 5) aggregates in AGGREGATE_KEYS order, one row per draw of case indices (resamples, n)."""
+    return np.concatenate([means[draws].mean(axis=1), np.sqrt(err2[draws].mean(axis=1))[:, None]], axis=1)
+
+
+def paired_differences(per_case: Mapping[str, Mapping[object, Mapping[str, float]]], reference: str,
+                       resamples: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """Every entry against `reference`, metric by metric, on the same cases: is the difference real?
+
+    per_case: entry name -> case -> metrics with the CASE_KEYS; every entry needs the same cases.
+    For each other entry and each aggregate: `difference` (entry minus reference, over all cases: what
+    `aggregate` gives, summed in one case order for both so that equal entries differ by exactly 0), its percentile bootstrap interval at `level` (`low`, `high`: cases drawn with
+    replacement `resamples` times, one draw for both entries, so the comparison stays paired), and the
+    shares of draws in which the entry's aggregate is `better` than the reference's or `equal` to it, in
+    the metric's direction (HIGHER_IS_BETTER). An interval that excludes 0 says the cases support the sign.
+    """
+    names = list(per_case)
+    if reference not in per_case:
+        raise ValueError(f"paired_differences(): no entry {reference!r} (entries: {', '.join(map(repr, names))})")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"paired_differences(): level must lie between 0 and 1, got {level!r}")
+    cases = list(per_case[names[0]])  # rank_stability's order: one seed gives both the same case sets
+    for n in names:
+        if set(per_case[n]) != set(cases):
+            raise ValueError(f"entry {n!r} is scored on other cases than {names[0]!r}")
+    if not cases or resamples < 1:
+        raise ValueError("paired_differences() needs at least one case and one resample")
+    draws = np.random.default_rng(seed).integers(0, len(cases), (resamples, len(cases)))
+    every = np.arange(len(cases))[None, :]  # all cases once, summed in the same order for every entry
+    ref_columns = _case_columns(per_case[reference], cases)
+    ref_drawn, ref_full = _drawn_aggregates(*ref_columns, draws), _drawn_aggregates(*ref_columns, every)[0]
+    tail = 100.0 * (1.0 - level) / 2.0
+    out: dict = {}
+    for n in names:
+        if n == reference:
+            continue
+        columns = _case_columns(per_case[n], cases)
+        full = _drawn_aggregates(*columns, every)[0] - ref_full
+        diff = _drawn_aggregates(*columns, draws) - ref_drawn
+        out[n] = {}
+        for j, k in enumerate(AGGREGATE_KEYS):
+            sign = 1.0 if HIGHER_IS_BETTER[k] else -1.0
+            out[n][k] = {"difference": float(full[j]),
+                         "low": float(np.percentile(diff[:, j], tail)),
+                         "high": float(np.percentile(diff[:, j], 100.0 - tail)),
+                         "better": float(np.mean(sign * diff[:, j] > 0)),
+                         "equal": float(np.mean(diff[:, j] == 0))}
+    return out
