@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "data" / "real_trainer_model" / "nnUNetTrainerPhantom__nnUNetPlansTiny__3d_fullres"
@@ -129,14 +130,16 @@ def test_pool_heldout_pools_the_sets_and_refuses_a_case_in_two(tmp_path, capsys,
     """training/pool_heldout.py: the committed pooled Task 1 file is what it writes from the three sets."""
     pool_heldout = _training_module("pool_heldout")
     sets = [REPO / "docs" / "results" / d for d in
-            ("heldout_task1", "heldout_task1_seeds1120-1139", "heldout_task1_seeds1140-1159")]
-    committed = REPO / "docs" / "results" / "heldout_task1_seeds1140-1159" / "pooled_1100-1159.json"
+            ("heldout_task1", "heldout_task1_seeds1140-1159", "heldout_task1_seeds1160-1179")]
+    committed = REPO / "docs" / "results" / "heldout_task1_seeds1160-1179" / "pooled_1100-1119_1140-1179.json"
     out = tmp_path / "pooled.json"
     monkeypatch.chdir(REPO)  # the committed file records the sets as repo paths
-    assert pool_heldout.main([*(str(d.relative_to(REPO)) for d in sets), "--seeds", "1100-1159", "--out", str(out)]) == 0
+    assert pool_heldout.main([*(str(d.relative_to(REPO)) for d in sets), "--seeds", "1100-1119,1140-1179",
+                              "--out", str(out)]) == 0
     assert json.loads(out.read_text()) == json.loads(committed.read_text())
     doc = json.loads(out.read_text())
-    assert doc["cases"] == 60 and [r["name"] for r in doc["leaderboard"]][0] == "equal"
+    ranks = [r["mean_rank"] for r in doc["leaderboard"]]
+    assert doc["cases"] == 60 and ranks == sorted(ranks) and doc["bootstrap"]["cases"] == 60
     assert "minus equal" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="cases already in another set: t1_seed1100, t1_seed1101"):
         pool_heldout.pool([sets[0], sets[0]])
@@ -188,3 +191,99 @@ def test_reproduce_refuses_to_build_models_when_told_to_score_the_shipped_ones(t
                                               TMPDIR=str(tmp_path)))
     assert run.returncode == 2 and message in run.stderr, run.stderr
     assert "generating" not in run.stdout and not (tmp_path / "data" / "nnUNet_raw" / "Dataset901_PhantomT1").exists()
+
+
+def _write_maps(root: Path, member: str, case: str, tumour: np.ndarray) -> None:
+    """A member's map as evaluate_heldout writes it: probabilities (background, tumor, pancreas), labels."""
+    rest = 1.0 - tumour
+    probs = np.stack([0.7 * rest, tumour, 0.3 * rest]).astype(np.float32)
+    (root / member).mkdir(parents=True, exist_ok=True)
+    np.savez(root / member / f"{case}.npz", probabilities=probs, labels=np.array(["background", "tumor", "pancreas"]))
+
+
+def test_fold_shift_volumes_weighting_and_transferred_threshold(tmp_path, capsys):
+    """training/fold_shift.py: volumes at every grid threshold as the engine's `decide` counts them, the
+    spec's weighted P(tumour) from maps folders, and t' on images where the ensemble's P is a known shift of
+    the folds' P (the ensemble decides at t - 0.12 what each fold decides at t)."""
+    fold_shift = _training_module("fold_shift")
+    from panther_ensemble.inference.ensemble import decide
+
+    rng = np.random.default_rng(0)
+    p = rng.random((6, 9, 11)).astype(np.float32)
+    p.flat[:5] = np.float32(0.6)  # exactly on a grid value: counted as the engine counts it
+    probs = torch.from_numpy(np.stack([1 - p, p]))
+    expect = [int(decide(probs, ["background", "tumor"], "tumor", "threshold", float(t)).sum()) for t in fold_shift.GRID]
+    assert fold_shift.volumes(p).tolist() == expect
+
+    spec_doc = json.loads((REPO / "resources" / "task1.json").read_text())
+    spec_doc["members"][1]["weight"] = 0.0  # DA5 dropped: its maps are not needed
+    spec_doc["decision"] = {"rule": "threshold", "threshold": 0.6}  # as fitted (the shipped copy has t' since)
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps(spec_doc))
+    w = {"default": 0.4, "iso": 0.5}
+    ramp = np.linspace(0.0, 1.0, 4000, dtype=np.float64).reshape(10, 20, 20)
+    for c in range(4):
+        case = f"img_{c}"
+        scale = 0.5 + 0.25 * c  # images of different tumour size
+        for k in range(2):
+            for m in w:
+                _write_maps(tmp_path / f"f{k}", m, case, np.clip(ramp * scale, 0, 1))
+        for m in w:  # the ensemble: P lowered by 0.12 everywhere (same volume at t - 0.12)
+            _write_maps(tmp_path / "both", m, case, np.clip(ramp * scale - 0.12, 0, 1))
+    from panther_ensemble.spec import load_spec
+    pw = fold_shift.weighted_tumour_probability(tmp_path / "f0", "img_1", load_spec(spec_path))
+    assert np.allclose(pw, np.clip(ramp * 0.75, 0, 1), atol=1e-6)  # both members alike: their weighted mean
+
+    out = tmp_path / "shift.json"
+    assert fold_shift.main(["--spec", str(spec_path), "--fold-maps", str(tmp_path / "f0"), str(tmp_path / "f1"),
+                            "--ensemble-maps", str(tmp_path / "both"), "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    # img_0's P never reaches 0.6 on a fold: no volume to match, left out
+    assert doc["t"] == 0.6 and doc["t_transferred"] == pytest.approx(0.48) and doc["images_used"] == 3
+    assert doc["median_ensemble_at_t_transferred_over_fold_volume_at_t"] == 1.0
+    assert "0.60 on one fold's maps ~ 0.48 on the fold ensemble" in capsys.readouterr().out
+    # no shift: the same threshold back
+    same = fold_shift.transfer(np.array([doc["fold_volumes_voxels"][0]] * 2), np.array(doc["fold_volumes_voxels"][0]), 0.6)
+    assert same["t_transferred"] == 0.6
+    with pytest.raises(ValueError, match="not on the grid"):
+        fold_shift.transfer(np.zeros((2, 1, len(fold_shift.GRID))), np.zeros((1, len(fold_shift.GRID))), 0.605)
+
+
+def test_fold_shift_fold_runs_and_apply_to(tmp_path, capsys):
+    """The specs fold_shift.make_maps predicts with (one per fold, then all folds; weight-0 members left out,
+    unequal folds refused) and --apply-to, which writes t' into the shipped copy and leaves the fit's spec as
+    it is, so that a second run transfers the fitted threshold again."""
+    fold_shift = _training_module("fold_shift")
+    raw = json.loads((REPO / "resources" / "task1.json").read_text())
+    raw["members"][1]["weight"] = 0.0
+    runs = fold_shift.fold_runs(raw, Path("x.json"))
+    assert [n for n, _ in runs] == ["fold0", "fold1", "ensemble"]
+    assert [[m["name"] for m in d["members"]] for _, d in runs] == [["default", "iso"]] * 3
+    assert [[m["folds"] for m in d["members"]] for _, d in runs] == [[[0], [0]], [[1], [1]], [[0, 1], [0, 1]]]
+    assert all(d["decision"] == raw["decision"] for _, d in runs)
+    raw["members"][2]["folds"] = [0]
+    with pytest.raises(SystemExit, match="x.json: every weighted member needs the same explicit folds"):
+        fold_shift.fold_runs(raw, Path("x.json"))
+
+    # --apply-to on maps made before (the shift of the test above: 0.60 -> 0.48)
+    spec_doc = json.loads((REPO / "docs" / "results" / "fit_task1" / "spec.json").read_text())  # t = 0.6, as fitted
+    fitted, shipped = tmp_path / "fitted.json", tmp_path / "shipped.json"
+    fitted.write_text(json.dumps(spec_doc))
+    shipped.write_text(json.dumps(spec_doc, indent=2) + "\n")
+    ramp = np.linspace(0.0, 1.0, 4000, dtype=np.float64).reshape(10, 20, 20)
+    for c in range(3):
+        for m in ("default", "DA5", "iso"):
+            for k in range(2):
+                _write_maps(tmp_path / f"f{k}", m, f"img_{c}", np.clip(ramp * (0.8 + 0.2 * c), 0, 1))
+            _write_maps(tmp_path / "both", m, f"img_{c}", np.clip(ramp * (0.8 + 0.2 * c) - 0.12, 0, 1))
+    argv = ["--spec", str(fitted), "--fold-maps", str(tmp_path / "f0"), str(tmp_path / "f1"),
+            "--ensemble-maps", str(tmp_path / "both"), "--out", str(tmp_path / "s.json"), "--apply-to", str(shipped)]
+    for _ in range(2):  # twice: the same t', not a second shift
+        assert fold_shift.main(argv) == 0
+        assert json.loads(shipped.read_text())["decision"]["threshold"] == pytest.approx(0.48)
+    assert json.loads(fitted.read_text())["decision"]["threshold"] == 0.6
+    assert json.loads(shipped.read_text())["members"] == spec_doc["members"]
+    said = json.loads(shipped.read_text())["description"]
+    assert said.startswith(spec_doc["description"]) and said.count("Decision threshold moved from the fitted 0.60 to 0.48") == 1
+    with pytest.raises(SystemExit, match="give --fold-maps and --ensemble-maps, or --work"):
+        fold_shift.main(["--spec", str(fitted), "--out", str(tmp_path / "s.json")])

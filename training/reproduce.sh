@@ -13,6 +13,8 @@
 #             with our engine, as the shipped ensemble runs it)
 #   export    model_weights/ (float16, inference-only checkpoints) and training/results.md
 #   fit       panther-ensemble fit on the out-of-fold maps; resources/task1.json and task2.json
+#   shift     the fitted threshold moved to where the shipped fold ensemble decides the volume that one fold
+#             decides at it (unlabeled phantoms, seeds 1300-1309; training/fold_shift.py)
 #   heldout   20 fresh phantoms per task: every member, equal weights and the fitted ensemble, scored
 #   baseline  intensity-threshold baselines (whole body, and inside the true pancreas)
 #   samples   sample cases (test/input), their expected outputs, the tiny real-trainer fixture
@@ -47,9 +49,10 @@ T_EPOCHS=${T_EPOCHS:-36}    # x 50 iterations: each specialist fold, from the pr
 T_LR=${T_LR:-0.005}
 T_TUMOUR_W=${T_TUMOUR_W:-4}  # tumour cross-entropy weight of the specialists (as in pre-training stage 2)
 HELDOUT_SEEDS=${HELDOUT_SEEDS:-1100-1119}
+SHIFT_SEEDS=${SHIFT_SEEDS:-1300-1309}  # unlabeled use only (the shift step never reads their labels)
 TASKS=${TASKS:-1 2}         # the tasks that train ... samples work on, e.g. TASKS=1 to finish Task 1 first
 MODELS=${MODELS:-trained}   # trained: the members in $nnUNet_results; shipped: the members in model_weights/
-ALL="data plan pretrain train oof export fit heldout baseline samples"
+ALL="data plan pretrain train oof export fit shift heldout baseline samples"
 STEPS=${*:-$ALL}
 if [ "$MODELS" = shipped ]; then
   for s in plan pretrain train export; do
@@ -214,6 +217,16 @@ step_fit() {
     pids+=($!)
   done
   wait_all "${pids[@]}"
+}
+
+step_shift() {
+  local t
+  for t in $TASKS; do  # the fold ensemble that ships is model_weights/ (export), the fitted threshold the fit's own spec
+    stamp "fold-ensemble threshold transfer, Task $t (unlabeled seeds $SHIFT_SEEDS)"
+    "$PY" "$HERE/fold_shift.py" --spec "$REPO/docs/results/fit_task$t/spec.json" --task "$t" --seeds "$SHIFT_SEEDS" \
+      --work "$PANTHER_DATA/shift/task$t" --threads 2 --out "$REPO/docs/results/fit_task$t/fold_shift.json" \
+      --apply-to "$REPO/resources/task$t.json" >> "$LOGS/shift_t$t.log" 2>&1
+  done
 }
 
 step_heldout() {
