@@ -43,21 +43,28 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def combine(maps: dict, spec, geometry) -> np.ndarray:
-    """The spec's ensemble decision from full-grid member maps, with the engine's own stage functions."""
+def weighted_probabilities(maps: dict, spec, shape) -> tuple:
+    """(the spec's weighted probabilities, their labels) from full-grid member maps {name: (probs, labels)},
+    with the engine's own `WeightedProbabilities`."""
     import torch
 
-    from panther_ensemble.inference.ensemble import WeightedProbabilities, common_label_space, decide
-    from panther_ensemble.inference.postprocess import apply_rules
+    from panther_ensemble.inference.ensemble import WeightedProbabilities, common_label_space
 
-    shape = geometry.shape_zyx
     labels = common_label_space([maps[m.name][1] for m in spec.members if m.name in maps])
     acc = WeightedProbabilities(labels, shape, torch.device("cpu"))
     for m in spec.members:
         if m.weight > 0:
             probs, member_labels = maps[m.name]
             acc.add(m.name, probs, member_labels, [(0, n) for n in shape], m.weight, m.class_weights)
-    p = acc.probabilities()
+    return acc.probabilities(), labels
+
+
+def combine(maps: dict, spec, geometry) -> np.ndarray:
+    """The spec's ensemble decision from full-grid member maps, with the engine's own stage functions."""
+    from panther_ensemble.inference.ensemble import decide
+    from panther_ensemble.inference.postprocess import apply_rules
+
+    p, labels = weighted_probabilities(maps, spec, geometry.shape_zyx)
     tumour = decide(p, labels, spec.tumor_label, spec.decision.rule, spec.decision.threshold).numpy()
     return apply_rules(tumour, p, labels, spec, geometry.spacing_zyx).astype(np.uint8)
 

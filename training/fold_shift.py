@@ -21,7 +21,8 @@ V_k(t) of each fold and V_ens(t) of the ensemble at every threshold of a grid; a
 for the spec's threshold t: the threshold at which the ensemble decides, image by image, the volume that a
 single fold decides at t (the volume the fit saw). Images where no fold finds a voxel at t are left out; an
 ensemble volume of 0 counts as one voxel.
-Weighted P comes from the engine's own `WeightedProbabilities` (the spec's weights and class weights).
+Weighted P comes from the engine's own `WeightedProbabilities` (the spec's weights and class weights),
+through evaluate_heldout.weighted_probabilities, which the held-out tables use too.
 """
 
 from __future__ import annotations
@@ -35,26 +36,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from evaluate_heldout import weighted_probabilities  # training/, the script's own folder
+
 GRID = np.round(np.arange(0.30, 0.7001, 0.01), 2)
 
 
 def weighted_tumour_probability(maps: Path, case: str, spec) -> np.ndarray:
-    """The spec's weighted P(tumour) of one case from WORK/maps/<member>/<case>.npz."""
-    from panther_ensemble.inference.ensemble import WeightedProbabilities, common_label_space
-
+    """The spec's weighted P(tumour) of one case from WORK/maps/<member>/<case>.npz (evaluate_heldout's
+    weighting, hence the engine's)."""
     loaded = {}
     for m in spec.members:
         if m.weight > 0:
             z = np.load(maps / m.name / f"{case}.npz")
             loaded[m.name] = (torch.from_numpy(z["probabilities"].astype(np.float32)), [str(x) for x in z["labels"]])
-    labels = common_label_space([lab for _, lab in loaded.values()])
-    shape = next(iter(loaded.values()))[0].shape[1:]
-    acc = WeightedProbabilities(labels, shape, torch.device("cpu"))
-    for m in spec.members:
-        if m.name in loaded:
-            probs, member_labels = loaded[m.name]
-            acc.add(m.name, probs, member_labels, [(0, n) for n in shape], m.weight, m.class_weights)
-    return acc.probabilities()[labels.index(spec.tumor_label)].numpy()
+    p, labels = weighted_probabilities(loaded, spec, next(iter(loaded.values()))[0].shape[1:])
+    return p[labels.index(spec.tumor_label)].numpy()
 
 
 def volumes(p: np.ndarray, grid=GRID) -> np.ndarray:

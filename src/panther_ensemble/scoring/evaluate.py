@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import InputError
 from ..io import IMAGE_SUFFIXES, Geometry, read_labels, scan_images
 from .figures import plot_leaderboard, plot_metrics
+from .leaderboard import paired_differences, rank_stability
 from .metrics import AGGREGATE_KEYS, CASE_KEYS, MEAN_KEYS, case_metrics
 
 log = logging.getLogger(__name__)
@@ -201,8 +202,6 @@ def bootstrap_summary(per_case: Mapping[str, Mapping[str, Mapping[str, float]]],
     """bootstrap.json's content: how firm the leaderboard's order is (`leaderboard.rank_stability`) and every
     entry against `reference`, metric by metric (`leaderboard.paired_differences`). Both draw their case
     sets from one seed in the same order, so they are computed on the very same resampled case sets."""
-    from .leaderboard import paired_differences, rank_stability
-
     return {"resamples": resamples, "seed": seed, "cases": len(per_case[reference]), "reference": reference,
             "level": 0.95, "rank_stability": rank_stability(per_case, resamples=resamples, seed=seed),
             "paired": paired_differences(per_case, reference, resamples=resamples, seed=seed)}

@@ -114,8 +114,9 @@ def paired_differences(per_case: Mapping[str, Mapping[object, Mapping[str, float
 
     per_case: entry name -> case -> metrics with the CASE_KEYS; every entry needs the same cases.
     For each other entry and each aggregate: `difference` (entry minus reference, over all cases: what
-    `aggregate` gives, summed in one case order for both so that equal entries differ by exactly 0), its percentile bootstrap interval at `level` (`low`, `high`: cases drawn with
-    replacement `resamples` times, one draw for both entries, so the comparison stays paired), and the
+    `aggregate` gives, summed in one case order for both so that equal entries differ by exactly 0), its
+    percentile bootstrap interval at `level` (`low`, `high`: cases drawn with replacement `resamples` times,
+    one draw for both entries, so the comparison stays paired), and the
     shares of draws in which the entry's aggregate is `better` than the reference's or `equal` to it, in
     the metric's direction (HIGHER_IS_BETTER). An interval that excludes 0 says the cases support the sign.
     """
