@@ -75,12 +75,7 @@ def rank_stability(per_case: Mapping[str, Mapping[object, Mapping[str, float]]],
     names = list(per_case)
     if not names:
         raise ValueError("rank_stability() needs at least one entry")
-    cases = list(per_case[names[0]])
-    for n in names:
-        if set(per_case[n]) != set(cases):
-            raise ValueError(f"entry {n!r} is scored on other cases than {names[0]!r}")
-    if not cases or resamples < 1:
-        raise ValueError("rank_stability() needs at least one case and one resample")
+    cases = _shared_cases(per_case, resamples, "rank_stability")
     rng = np.random.default_rng(seed)
     first = {n: 0 for n in names}
     mean_ranks: dict[str, list[float]] = {n: [] for n in names}
@@ -94,6 +89,19 @@ def rank_stability(per_case: Mapping[str, Mapping[object, Mapping[str, float]]],
                 "mean_rank_p2.5": float(np.percentile(mean_ranks[n], 2.5)),
                 "mean_rank_median": float(np.median(mean_ranks[n])),
                 "mean_rank_p97.5": float(np.percentile(mean_ranks[n], 97.5))} for n in names}
+
+
+def _shared_cases(per_case: Mapping[str, Mapping[object, Mapping[str, float]]], resamples: int, caller: str) -> list:
+    """The cases every entry is scored on, in the first entry's order: rank_stability and paired_differences
+    draw from this one order, so that one seed gives both the same case sets."""
+    names = list(per_case)
+    cases = list(per_case[names[0]])
+    for n in names:
+        if set(per_case[n]) != set(cases):
+            raise ValueError(f"entry {n!r} is scored on other cases than {names[0]!r}")
+    if not cases or resamples < 1:
+        raise ValueError(f"{caller}() needs at least one case and one resample")
+    return cases
 
 
 def _case_columns(cases: Mapping[object, Mapping[str, float]], order: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
@@ -125,12 +133,7 @@ def paired_differences(per_case: Mapping[str, Mapping[object, Mapping[str, float
         raise ValueError(f"paired_differences(): no entry {reference!r} (entries: {', '.join(map(repr, names))})")
     if not 0.0 < level < 1.0:
         raise ValueError(f"paired_differences(): level must lie between 0 and 1, got {level!r}")
-    cases = list(per_case[names[0]])  # rank_stability's order: one seed gives both the same case sets
-    for n in names:
-        if set(per_case[n]) != set(cases):
-            raise ValueError(f"entry {n!r} is scored on other cases than {names[0]!r}")
-    if not cases or resamples < 1:
-        raise ValueError("paired_differences() needs at least one case and one resample")
+    cases = _shared_cases(per_case, resamples, "paired_differences")
     draws = np.random.default_rng(seed).integers(0, len(cases), (resamples, len(cases)))
     every = np.arange(len(cases))[None, :]  # all cases once, summed in the same order for every entry
     ref_columns = _case_columns(per_case[reference], cases)
