@@ -193,6 +193,23 @@ def test_reproduce_refuses_to_build_models_when_told_to_score_the_shipped_ones(t
     assert "generating" not in run.stdout and not (tmp_path / "data" / "nnUNet_raw" / "Dataset901_PhantomT1").exists()
 
 
+@pytest.mark.parametrize("tasks", ["2", "1 2"])
+def test_reproduce_heldout_shares_the_cores_between_the_tasks_it_runs(tmp_path, tasks):
+    # a stand-in interpreter records each call: which tasks run, and with how many threads each
+    calls = tmp_path / "calls.txt"
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    fake.chmod(0o755)
+    run = subprocess.run(["bash", str(REPO / "training" / "reproduce.sh"), "heldout"], capture_output=True, text=True,
+                         timeout=60, env=dict(os.environ, TASKS=tasks, PY=str(fake), PANTHER_DATA=str(tmp_path / "data"),
+                                              TMPDIR=str(tmp_path)))
+    assert run.returncode == 0, run.stderr
+    heldout = [line.split() for line in calls.read_text().splitlines() if "evaluate_heldout.py" in line]
+    assert [c[c.index("--task") + 1] for c in heldout] == tasks.split()
+    expected = max(1, len(os.sched_getaffinity(0)) // len(tasks.split()))
+    assert all(c[c.index("--threads") + 1] == str(expected) for c in heldout), heldout
+
+
 def _write_maps(root: Path, member: str, case: str, tumour: np.ndarray) -> None:
     """A member's map as evaluate_heldout writes it: probabilities (background, tumor, pancreas), labels."""
     rest = 1.0 - tumour

@@ -230,16 +230,19 @@ step_shift() {
 }
 
 step_heldout() {
-  local t pids=()
+  local t pids=() tasks threads
+  tasks=$(wc -w <<< "$TASKS")
+  # the tasks side by side, the cores shared (nproc alone would answer OMP_NUM_THREADS, set to 1 by env.sh)
+  threads=$(( $(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc) / tasks )); (( threads >= 1 )) || threads=1
   for t in $TASKS; do  # (`evaluate_heldout.py --stage maps --members-spec <the fit's base.json>` may run before the fit)
-    stamp "held-out phantoms, Task $t (seeds $HELDOUT_SEEDS)"
+    stamp "held-out phantoms, Task $t (seeds $HELDOUT_SEEDS, $threads thread(s))"
     # every trained member (the fit's base spec), also those the fit gave weight 0 and left out of the shipped spec
-    "$PY" "$HERE/evaluate_heldout.py" --task "$t" --seeds "$HELDOUT_SEEDS" --work "$PANTHER_DATA/heldout/task$t" --threads 1 \
-      --members-spec "$REPO/docs/results/fit_task$t/base.json" --out "$REPO/docs/results/heldout_task$t" \
+    "$PY" "$HERE/evaluate_heldout.py" --task "$t" --seeds "$HELDOUT_SEEDS" --work "$PANTHER_DATA/heldout/task$t" \
+      --threads "$threads" --members-spec "$REPO/docs/results/fit_task$t/base.json" --out "$REPO/docs/results/heldout_task$t" \
       >> "$LOGS/heldout_t$t.log" 2>&1 &
     pids+=($!)
   done
-  wait_all "${pids[@]}"  # the two tasks side by side, one core each (OMP_NUM_THREADS=1)
+  wait_all "${pids[@]}"
 }
 
 step_baseline() {
