@@ -193,21 +193,45 @@ def test_reproduce_refuses_to_build_models_when_told_to_score_the_shipped_ones(t
     assert "generating" not in run.stdout and not (tmp_path / "data" / "nnUNet_raw" / "Dataset901_PhantomT1").exists()
 
 
-@pytest.mark.parametrize("tasks", ["2", "1 2"])
-def test_reproduce_heldout_shares_the_cores_between_the_tasks_it_runs(tmp_path, tasks):
-    # a stand-in interpreter records each call: which tasks run, and with how many threads each
+def _recorded_calls(tmp_path: Path, tasks: str, *steps: str) -> tuple[list[list[str]], str]:
+    """Run reproduce.sh STEPS with a stand-in interpreter that records each call (its arguments) and succeeds;
+    the calls and reproduce.sh's own output."""
     calls = tmp_path / "calls.txt"
     fake = tmp_path / "python"
     fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
     fake.chmod(0o755)
-    run = subprocess.run(["bash", str(REPO / "training" / "reproduce.sh"), "heldout"], capture_output=True, text=True,
+    run = subprocess.run(["bash", str(REPO / "training" / "reproduce.sh"), *steps], capture_output=True, text=True,
                          timeout=60, env=dict(os.environ, TASKS=tasks, PY=str(fake), PANTHER_DATA=str(tmp_path / "data"),
                                               TMPDIR=str(tmp_path)))
     assert run.returncode == 0, run.stderr
-    heldout = [line.split() for line in calls.read_text().splitlines() if "evaluate_heldout.py" in line]
-    assert [c[c.index("--task") + 1] for c in heldout] == tasks.split()
+    return [line.split() for line in calls.read_text().splitlines()], run.stdout
+
+
+def _arg(call: list[str], flag: str) -> str | None:
+    return call[call.index(flag) + 1] if flag in call else None
+
+
+@pytest.mark.parametrize("tasks", ["2", "1 2"])
+def test_reproduce_heldout_shares_the_cores_between_the_tasks_it_runs(tmp_path, tasks):
+    heldout = [c for c in _recorded_calls(tmp_path, tasks, "heldout")[0] if "evaluate_heldout.py" in c[0]]
+    assert [_arg(c, "--task") for c in heldout] == tasks.split()
     expected = max(1, len(os.sched_getaffinity(0)) // len(tasks.split()))
-    assert all(c[c.index("--threads") + 1] == str(expected) for c in heldout), heldout
+    assert all(_arg(c, "--threads") == str(expected) for c in heldout), heldout
+
+
+@pytest.mark.parametrize("tasks", ["2", "1 2"])
+def test_reproduce_makes_heldout_maps_beside_the_fit_on_the_cores_it_leaves(tmp_path, tasks):
+    calls, log = _recorded_calls(tmp_path, tasks, "fit", "heldout")
+    early = [c for c in calls if "evaluate_heldout.py" in c[0] and _arg(c, "--stage") == "maps"]
+    spare = len(os.sched_getaffinity(0)) - len(tasks.split())
+    assert len(early) == max(0, min(spare, len(tasks.split())))
+    assert all(_arg(c, "--threads") == "1" for c in early)
+    if early:  # started before the fits (the calls themselves run side by side: their record has no order)
+        assert log.index("beside the fit") < log.index("fitting the Task")
+    scored = [c for c in calls if "evaluate_heldout.py" in c[0] and _arg(c, "--stage") is None]
+    assert [_arg(c, "--task") for c in scored] == tasks.split()
+    (tmp_path / "alone").mkdir()  # a fit without the heldout step makes no maps
+    assert not [c for c in _recorded_calls(tmp_path / "alone", tasks, "fit")[0] if "evaluate_heldout.py" in c[0]]
 
 
 def _write_maps(root: Path, member: str, case: str, tumour: np.ndarray) -> None:

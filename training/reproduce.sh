@@ -207,9 +207,26 @@ step_export() {
 # the fit's search per task: Task 2's maps have twice the live voxels (slower scoring), so a coarser grid
 declare -A FIT_SEARCH=([1]="" [2]="--weight-step 0.2 --min-volumes off,500 --keep-largest off,1 --max-distances off,20")
 
+cores() { env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc; }  # nproc alone answers env.sh's OMP_NUM_THREADS=1
+EARLY_MAPS=()  # held-out map jobs started beside the fit; step_heldout waits for them
+
 step_fit() {
-  local t pids=()
-  for t in $TASKS; do  # the two tasks side by side (each fit runs on one core)
+  local t pids=() spare
+  spare=$(( $(cores) - $(wc -w <<< "$TASKS") ))  # each fit runs on one core
+  if has heldout && (( spare >= 1 )); then
+    # the held-out maps depend on the exported members only, not on the fit: make them on the cores the fits leave
+    for t in $TASKS; do
+      if [ -f "$REPO/docs/results/fit_task$t/base.json" ] && (( spare >= 1 )); then
+        stamp "held-out maps, Task $t, beside the fit (1 thread)"
+        "$PY" "$HERE/evaluate_heldout.py" --task "$t" --seeds "$HELDOUT_SEEDS" --work "$PANTHER_DATA/heldout/task$t" \
+          --threads 1 --members-spec "$REPO/docs/results/fit_task$t/base.json" --out "$REPO/docs/results/heldout_task$t" \
+          --stage maps >> "$LOGS/heldout_t$t.log" 2>&1 &
+        EARLY_MAPS+=($!)
+        spare=$(( spare - 1 ))
+      fi
+    done
+  fi
+  for t in $TASKS; do  # the tasks side by side
     stamp "fitting the Task $t ensemble"
     "$PY" "$HERE/fit_default.py" --task "$t" --oof "$PANTHER_DATA/oof/${DS[$t]}" --gt "$nnUNet_raw/${DS[$t]}/labelsTr" \
       --work "$PANTHER_DATA/fit/${DS[$t]}" --report "$REPO/docs/results/fit_task$t" --search "${FIT_SEARCH[$t]}" \
@@ -230,10 +247,12 @@ step_shift() {
 }
 
 step_heldout() {
-  local t pids=() tasks threads
+  local t pids=() tasks threads pid
+  for pid in "${EARLY_MAPS[@]}"; do  # a failed early job leaves its maps to this step (they are made when missing)
+    wait "$pid" || stamp "held-out maps made beside the fit failed (see heldout_t*.log); making them now"
+  done
   tasks=$(wc -w <<< "$TASKS")
-  # the tasks side by side, the cores shared (nproc alone would answer OMP_NUM_THREADS, set to 1 by env.sh)
-  threads=$(( $(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc) / tasks )); (( threads >= 1 )) || threads=1
+  threads=$(( $(cores) / tasks )); (( threads >= 1 )) || threads=1  # the tasks side by side, the cores shared
   for t in $TASKS; do  # (`evaluate_heldout.py --stage maps --members-spec <the fit's base.json>` may run before the fit)
     stamp "held-out phantoms, Task $t (seeds $HELDOUT_SEEDS, $threads thread(s))"
     # every trained member (the fit's base spec), also those the fit gave weight 0 and left out of the shipped spec
