@@ -194,11 +194,11 @@ def test_reproduce_refuses_to_build_models_when_told_to_score_the_shipped_ones(t
 
 
 def _recorded_calls(tmp_path: Path, tasks: str, *steps: str) -> tuple[list[list[str]], str]:
-    """Run reproduce.sh STEPS with a stand-in interpreter that records each call (its arguments) and succeeds;
-    the calls and reproduce.sh's own output."""
+    """Run reproduce.sh STEPS with a stand-in interpreter that records each call (its arguments, then
+    OMP_NUM_THREADS=N) and succeeds; the calls and reproduce.sh's own output."""
     calls = tmp_path / "calls.txt"
     fake = tmp_path / "python"
-    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    fake.write_text(f'#!/bin/sh\necho "$@" "OMP_NUM_THREADS=$OMP_NUM_THREADS" >> {calls}\n')
     fake.chmod(0o755)
     run = subprocess.run(["bash", str(REPO / "training" / "reproduce.sh"), *steps], capture_output=True, text=True,
                          timeout=60, env=dict(os.environ, TASKS=tasks, PY=str(fake), PANTHER_DATA=str(tmp_path / "data"),
@@ -214,7 +214,7 @@ def _arg(call: list[str], flag: str) -> str | None:
 @pytest.mark.parametrize("tasks", ["2", "1 2"])
 def test_reproduce_heldout_shares_the_cores_between_the_tasks_it_runs(tmp_path, tasks):
     heldout = [c for c in _recorded_calls(tmp_path, tasks, "heldout")[0] if "evaluate_heldout.py" in c[0]]
-    assert [_arg(c, "--task") for c in heldout] == tasks.split()
+    assert sorted(_arg(c, "--task") for c in heldout) == tasks.split()  # side by side: any order
     expected = max(1, len(os.sched_getaffinity(0)) // len(tasks.split()))
     assert all(_arg(c, "--threads") == str(expected) for c in heldout), heldout
 
@@ -229,9 +229,19 @@ def test_reproduce_makes_heldout_maps_beside_the_fit_on_the_cores_it_leaves(tmp_
     if early:  # started before the fits (the calls themselves run side by side: their record has no order)
         assert log.index("beside the fit") < log.index("fitting the Task")
     scored = [c for c in calls if "evaluate_heldout.py" in c[0] and _arg(c, "--stage") is None]
-    assert [_arg(c, "--task") for c in scored] == tasks.split()
+    assert sorted(_arg(c, "--task") for c in scored) == tasks.split()
     (tmp_path / "alone").mkdir()  # a fit without the heldout step makes no maps
     assert not [c for c in _recorded_calls(tmp_path / "alone", tasks, "fit")[0] if "evaluate_heldout.py" in c[0]]
+
+
+def test_reproduce_pretrains_on_every_core_and_trains_folds_on_one_each(tmp_path):
+    calls, _ = _recorded_calls(tmp_path, "1", "pretrain", "train")
+    training = [c for c in calls if "train_specialist.py" in c[0]]
+    pretrain = [c for c in training if _arg(c, "--dataset") == "903"]
+    folds = [c for c in training if _arg(c, "--dataset") == "901"]
+    assert len(pretrain) == 2 and len(folds) == 6  # two stages; 3 members x 2 folds
+    assert {c[-1] for c in pretrain} == {f"OMP_NUM_THREADS={len(os.sched_getaffinity(0))}"}
+    assert {c[-1] for c in folds} == {"OMP_NUM_THREADS=1"}  # two folds side by side: one core each
 
 
 def _write_maps(root: Path, member: str, case: str, tumour: np.ndarray) -> None:

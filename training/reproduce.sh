@@ -67,6 +67,7 @@ elif [ "$MODELS" != trained ]; then
 fi
 stamp() { echo "[$(date +%H:%M:%S)] $*"; }
 wait_all() { local pid; for pid in "$@"; do wait "$pid"; done; }  # fails when one of them failed
+cores() { env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc; }  # nproc alone answers env.sh's OMP_NUM_THREADS=1
 
 # members: name -> trainer, plans
 declare -A TRAINER=([default]=nnUNetTrainerPhantom [DA5]=nnUNetTrainerPhantomDA5 [iso]=nnUNetTrainerPhantom)
@@ -159,12 +160,14 @@ step_plan() {
 }
 
 step_pretrain() {
-  stamp "pre-training stage 1 on ${DS[0]} (both looks, fold all)"
-  "$PY" "$HERE/train_specialist.py" --dataset 903 --trainer nnUNetTrainerPhantom --fold all --epochs "$P_EPOCHS" \
-    --skip-validation >> "$LOGS/pretrain_903.log" 2>&1
+  # one training process: it gets every core as torch threads (the specialists' folds run side by side, one each)
+  local threads; threads=$(cores)
+  stamp "pre-training stage 1 on ${DS[0]} (both looks, fold all, $threads threads)"
+  OMP_NUM_THREADS=$threads "$PY" "$HERE/train_specialist.py" --dataset 903 --trainer nnUNetTrainerPhantom --fold all \
+    --epochs "$P_EPOCHS" --skip-validation >> "$LOGS/pretrain_903.log" 2>&1
   stamp "pre-training stage 2 (tumour focus) on ${DS[0]}"
-  "$PY" "$HERE/train_specialist.py" --dataset 903 --trainer nnUNetTrainerPhantomTumourFocus --fold all \
-    --epochs "$P2_EPOCHS" --pretrained "$PRE1" --skip-validation >> "$LOGS/pretrain2_903.log" 2>&1
+  OMP_NUM_THREADS=$threads "$PY" "$HERE/train_specialist.py" --dataset 903 --trainer nnUNetTrainerPhantomTumourFocus \
+    --fold all --epochs "$P2_EPOCHS" --pretrained "$PRE1" --skip-validation >> "$LOGS/pretrain2_903.log" 2>&1
 }
 
 step_train() {
@@ -207,7 +210,6 @@ step_export() {
 # the fit's search per task: Task 2's maps have twice the live voxels (slower scoring), so a coarser grid
 declare -A FIT_SEARCH=([1]="" [2]="--weight-step 0.2 --min-volumes off,500 --keep-largest off,1 --max-distances off,20")
 
-cores() { env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc; }  # nproc alone answers env.sh's OMP_NUM_THREADS=1
 EARLY_MAPS=()  # held-out map jobs started beside the fit; step_heldout waits for them
 
 step_fit() {
