@@ -244,6 +244,21 @@ def test_reproduce_pretrains_on_every_core_and_trains_folds_on_one_each(tmp_path
     assert {c[-1] for c in folds} == {"OMP_NUM_THREADS=1"}  # two folds side by side: one core each
 
 
+def test_timings_records_runs_and_leaves_out_a_step_that_had_nothing_to_do(tmp_path):
+    path = tmp_path / "timings.json"
+
+    def record(step: str, seconds: float) -> str:
+        return subprocess.run([sys.executable, str(REPO / "training" / "timings.py"), str(path), step, str(seconds), "2"],
+                              capture_output=True, text=True, check=True).stdout
+
+    record("train", 600)
+    record("train", 300)
+    assert "not recorded" in record("train", 0.4)  # resumed, everything already done
+    entry = json.loads(path.read_text())["steps"]["train"]
+    assert (entry["runs"], entry["total_s"], entry["last_s"], entry["last_tasks"]) == (2, 900.0, 300.0, "2")
+    assert json.loads(path.read_text())["total_min"] == 15.0
+
+
 def _write_maps(root: Path, member: str, case: str, tumour: np.ndarray) -> None:
     """A member's map as evaluate_heldout writes it: probabilities (background, tumor, pancreas), labels."""
     rest = 1.0 - tumour

@@ -1,7 +1,8 @@
 """Record one step's wall time: python training/timings.py FILE STEP SECONDS [TASKS] (FILE is JSON, updated in place).
 
 Each step keeps its latest run and the sum of all its runs (a step resumed across sessions adds up); TASKS
-(reproduce.sh's, e.g. "1") says which tasks the latest run covered."""
+(reproduce.sh's, e.g. "1") says which tasks the latest run covered. A run under a second (a resumed step with
+nothing left to do) is not recorded."""
 
 import json
 import platform
@@ -10,6 +11,9 @@ import time
 from pathlib import Path
 
 path, step, seconds = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+if seconds < 1.0:  # a resumed step that found its work done: not a run (it would hide the last real one)
+    print(f"{step}: nothing left to do, not recorded")
+    sys.exit(0)
 data = json.loads(path.read_text()) if path.is_file() else {"machine": f"{platform.node()} ({platform.processor() or platform.machine()})", "steps": {}}
 entry = data["steps"].setdefault(step, {"runs": 0, "total_s": 0.0})
 entry["runs"] += 1
