@@ -139,15 +139,14 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: {a.ensemble_maps / first}: no maps")
     fold_v = np.zeros((len(a.fold_maps), len(cases), len(GRID)), np.int64)
     ens_v = np.zeros((len(cases), len(GRID)), np.int64)
+    i = int(np.argmin(np.abs(GRID - spec.decision.threshold)))  # the fitted t's column (transfer checks it is on the grid)
     for c, case in enumerate(cases):
         for k, d in enumerate(a.fold_maps):
             fold_v[k, c] = volumes(weighted_tumour_probability(d, case, spec))
         ens_v[c] = volumes(weighted_tumour_probability(a.ensemble_maps, case, spec))
-        i = int(np.argmin(np.abs(GRID - spec.decision.threshold)))
         print(f"{case}: at t={GRID[i]:.2f} folds {', '.join(str(int(v)) for v in fold_v[:, c, i])} voxels, "
               f"ensemble {int(ens_v[c, i])}", flush=True)
     result = transfer(fold_v, ens_v, spec.decision.threshold)
-    i = int(np.argmin(np.abs(GRID - result["t"])))
     j = int(np.argmin(np.abs(GRID - result["t_transferred"])))
     target = fold_v[:, :, i].mean(0)
     used = target > 0

@@ -212,6 +212,14 @@ declare -A FIT_SEARCH=([1]="" [2]="--weight-step 0.2 --min-volumes off,500 --kee
 
 EARLY_MAPS=()  # held-out map jobs started beside the fit; step_heldout waits for them
 
+heldout_run() {  # heldout_run TASK THREADS [ARGS...]: evaluate_heldout.py on the task's held-out phantoms
+  local t=$1 threads=$2; shift 2
+  # every trained member (the fit's base spec), also those the fit gave weight 0 and left out of the shipped spec
+  "$PY" "$HERE/evaluate_heldout.py" --task "$t" --seeds "$HELDOUT_SEEDS" --work "$PANTHER_DATA/heldout/task$t" \
+    --threads "$threads" --members-spec "$REPO/docs/results/fit_task$t/base.json" --out "$REPO/docs/results/heldout_task$t" \
+    "$@" >> "$LOGS/heldout_t$t.log" 2>&1
+}
+
 step_fit() {
   local t pids=() spare
   spare=$(( $(cores) - $(wc -w <<< "$TASKS") ))  # each fit runs on one core
@@ -220,9 +228,7 @@ step_fit() {
     for t in $TASKS; do
       if [ -f "$REPO/docs/results/fit_task$t/base.json" ] && (( spare >= 1 )); then
         stamp "held-out maps, Task $t, beside the fit (1 thread)"
-        "$PY" "$HERE/evaluate_heldout.py" --task "$t" --seeds "$HELDOUT_SEEDS" --work "$PANTHER_DATA/heldout/task$t" \
-          --threads 1 --members-spec "$REPO/docs/results/fit_task$t/base.json" --out "$REPO/docs/results/heldout_task$t" \
-          --stage maps >> "$LOGS/heldout_t$t.log" 2>&1 &
+        heldout_run "$t" 1 --stage maps &
         EARLY_MAPS+=($!)
         spare=$(( spare - 1 ))
       fi
@@ -257,10 +263,7 @@ step_heldout() {
   threads=$(( $(cores) / tasks )); (( threads >= 1 )) || threads=1  # the tasks side by side, the cores shared
   for t in $TASKS; do  # (`evaluate_heldout.py --stage maps --members-spec <the fit's base.json>` may run before the fit)
     stamp "held-out phantoms, Task $t (seeds $HELDOUT_SEEDS, $threads thread(s))"
-    # every trained member (the fit's base spec), also those the fit gave weight 0 and left out of the shipped spec
-    "$PY" "$HERE/evaluate_heldout.py" --task "$t" --seeds "$HELDOUT_SEEDS" --work "$PANTHER_DATA/heldout/task$t" \
-      --threads "$threads" --members-spec "$REPO/docs/results/fit_task$t/base.json" --out "$REPO/docs/results/heldout_task$t" \
-      >> "$LOGS/heldout_t$t.log" 2>&1 &
+    heldout_run "$t" "$threads" &
     pids+=($!)
   done
   wait_all "${pids[@]}"
