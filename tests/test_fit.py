@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -519,6 +520,31 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
     assert "--metric-weights" in _error_line(capsys, fit_args(root, names, out, "--metric-weights", "dice=x"))
     assert "--weight-step" in _error_line(capsys, fit_args(root, names, out, "--weight-step", "0.3"))
     assert not out.exists()
+
+
+def test_members_that_find_no_tumour_are_refused_not_fitted(tmp_path, capsys):
+    """Members whose training collapsed (tumour probability 0 everywhere: the Task 2 rebuild of 2026-12-03)
+    give a one-line error and no spec, instead of a fitted-looking spec that finds nothing."""
+    names = ["over", "under"]
+    root = make_dataset(tmp_path / "d", 4, names, seed=3)
+    for n in names:
+        for f in (root / "oof" / n).glob("*.npz"):
+            with np.load(f) as z:
+                p = z["probabilities"].astype(np.float32)
+            p[0] += p[1]  # the tumour's probability goes to the background
+            p[1] = 0.0
+            write_npz(f, p)
+    out = tmp_path / "out"
+    argv = fit_args(root, names, out, "--weight-step", "0.5", "--thresholds", "0.5", "--min-volumes", "off",
+                    "--keep-largest", "off", "--max-distances", "off", "--folds", "2")
+    err = _error_line(capsys, argv)
+    assert "no member finds the tumour" in err and "Dice 0 on all 4 cases" in err and err.startswith("error: --oof")
+    assert not (out / "spec.json").exists()
+    # one member that finds it is enough to fit
+    shutil.rmtree(root / "oof" / "over")
+    make_dataset(tmp_path / "good", 4, ["over"], seed=3)
+    shutil.copytree(tmp_path / "good" / "oof" / "over", root / "oof" / "over")
+    assert cli.main(argv) == 0 and (out / "spec.json").is_file()
 
 
 def test_dropped_cases_are_reported(tmp_path):

@@ -48,6 +48,7 @@ T_EPOCHS=${T_EPOCHS:-36}    # x 50 iterations: each specialist fold, from the pr
                             # shorter run is extended from its checkpoint_final)
 T_LR=${T_LR:-0.005}
 T_TUMOUR_W=${T_TUMOUR_W:-4}  # tumour cross-entropy weight of the specialists (as in pre-training stage 2)
+TRAIN_TRIES=${TRAIN_TRIES:-3}  # runs per network when one does not learn (training/collapse.py: nnU-Net is unseeded)
 HELDOUT_SEEDS=${HELDOUT_SEEDS:-1100-1119}
 SHIFT_SEEDS=${SHIFT_SEEDS:-1300-1309}  # unlabeled use only (the shift step never reads their labels)
 TASKS=${TASKS:-1 2}         # the tasks that train ... samples work on, e.g. TASKS=1 to finish Task 1 first
@@ -159,28 +160,43 @@ step_plan() {
   done
 }
 
+learn() {  # learn LOG FLOOR ARGS...: train_specialist.py ARGS until nnU-Net's pseudo Dice clears FLOOR (TRAIN_TRIES runs)
+  local log=$1 floor=$2 try rc; shift 2
+  for (( try = 1; try <= TRAIN_TRIES; try++ )); do
+    rc=0
+    "$PY" "$HERE/train_specialist.py" "$@" --require-pseudo-dice "$floor" >> "$log" 2>&1 || rc=$?
+    if (( rc != 3 )); then return "$rc"; fi  # 3: the run collapsed and was moved aside (collapse.py)
+    stamp "run $try of $TRAIN_TRIES did not learn ($floor not reached; $log)" >&2
+  done
+  echo "reproduce.sh: $TRAIN_TRIES runs did not learn ($floor not reached): see $log" >&2
+  return 3
+}
+
 step_pretrain() {
   # one training process: it gets every core as torch threads (the specialists' folds run side by side, one each)
   local threads; threads=$(cores)
   stamp "pre-training stage 1 on ${DS[0]} (both looks, fold all, $threads threads)"
-  OMP_NUM_THREADS=$threads "$PY" "$HERE/train_specialist.py" --dataset 903 --trainer nnUNetTrainerPhantom --fold all \
-    --epochs "$P_EPOCHS" --skip-validation >> "$LOGS/pretrain_903.log" 2>&1
+  # stage 1's stock loss labels the tumour pancreas: it must learn the pancreas
+  OMP_NUM_THREADS=$threads learn "$LOGS/pretrain_903.log" pancreas=0.3 --dataset 903 --trainer nnUNetTrainerPhantom \
+    --fold all --epochs "$P_EPOCHS" --skip-validation
   stamp "pre-training stage 2 (tumour focus) on ${DS[0]}"
-  OMP_NUM_THREADS=$threads "$PY" "$HERE/train_specialist.py" --dataset 903 --trainer nnUNetTrainerPhantomTumourFocus \
-    --fold all --epochs "$P2_EPOCHS" --pretrained "$PRE1" --skip-validation >> "$LOGS/pretrain2_903.log" 2>&1
+  OMP_NUM_THREADS=$threads learn "$LOGS/pretrain2_903.log" tumor=0.1 --dataset 903 \
+    --trainer nnUNetTrainerPhantomTumourFocus --fold all --epochs "$P2_EPOCHS" --pretrained "$PRE1" --skip-validation
 }
 
 step_train() {
-  local t m f
+  local t m f pids
   for t in $TASKS; do
     for m in $MEMBERS; do
+      pids=()
       for f in 0 1; do  # the two folds side by side: on 2 cores this beats one run at a time
         stamp "Task $t $m fold $f"
-        "$PY" "$HERE/train_specialist.py" --dataset "90$t" --trainer "${TRAINER[$m]}" --plans "${PLANS[$m]}" --fold "$f" \
-          --epochs "$T_EPOCHS" --lr "$T_LR" --tumour-ce-weight "$T_TUMOUR_W" --pretrained "$PRE" --skip-validation \
-          >> "$LOGS/train_t${t}_${m}_f$f.log" 2>&1 &
+        learn "$LOGS/train_t${t}_${m}_f$f.log" tumor=0.1 --dataset "90$t" --trainer "${TRAINER[$m]}" \
+          --plans "${PLANS[$m]}" --fold "$f" --epochs "$T_EPOCHS" --lr "$T_LR" --tumour-ce-weight "$T_TUMOUR_W" \
+          --pretrained "$PRE" --skip-validation &
+        pids+=($!)
       done
-      wait
+      wait_all "${pids[@]}"
     done
   done
 }

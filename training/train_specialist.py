@@ -11,9 +11,23 @@ crashes with this CPU torch, see docs); source training/env.sh first.
 import argparse
 import json
 import os
+import sys
 import time
 
 import torch
+
+import collapse  # training/, the script's own folder
+
+
+def check_learned(output_folder: str, dice_history: list, dataset_json: dict, floors: dict) -> None:
+    """Exit with collapse.COLLAPSED, the run moved aside, when a label's pseudo Dice is below its floor."""
+    reason = collapse.collapse_reason(dice_history, collapse.foreground_labels(dataset_json), floors)
+    if reason is None:
+        return
+    moved = collapse.move_aside(output_folder)
+    print(f"train_specialist: {output_folder}: the run did not learn ({reason}); moved to {moved}, "
+          "rerun to train afresh", file=sys.stderr, flush=True)
+    sys.exit(collapse.COLLAPSED)
 
 
 def main() -> None:
@@ -42,7 +56,14 @@ def main() -> None:
     ap.add_argument("--val-step", type=float, default=0.75,
                     help="sliding-window tile step of the final validation (nnU-Net's is 0.5; 0.75 needs about "
                          "40 %% fewer tiles on this CPU)")
+    ap.add_argument("--require-pseudo-dice", nargs="+", metavar="LABEL=VALUE", default=None,
+                    help="floors on nnU-Net's pseudo Dice (mean of the last 5 epochs) per label, e.g. pancreas=0.3: "
+                         "a run below one is moved aside and the script exits with status 3 (training/collapse.py)")
     a = ap.parse_args()
+    try:
+        floors = collapse.parse_floors(a.require_pseudo_dice)
+    except ValueError as e:
+        ap.error(str(e))
 
     import torch
     from batchgenerators.utilities.file_and_folder_operations import load_json, join
@@ -82,6 +103,8 @@ def main() -> None:
         done_epochs = load_json(timing_file).get("epochs", 0)
         if done_epochs >= tr.num_epochs:
             print(f"{final} exists ({done_epochs} epochs): nothing to do", flush=True)
+            history = torch.load(final, map_location="cpu", weights_only=False)["logging"]["dice_per_class_or_region"]
+            check_learned(tr.output_folder, history, dataset_json, floors)
             return
         # a longer schedule than the finished one (T_EPOCHS raised): go on from the final weights, optimizer
         # and epoch; the poly learning rate follows the new length, so it rises again (a warm restart)
@@ -105,6 +128,7 @@ def main() -> None:
     t0 = time.time()
     tr.run_training()
     t_train = time.time() - t0
+    check_learned(tr.output_folder, tr.logger.my_fit_log["dice_per_class_or_region"], dataset_json, floors)
     if not a.skip_validation:
         axes = tr.inference_allowed_mirroring_axes
         if not a.mirror_validation:

@@ -236,6 +236,11 @@ def main(args: argparse.Namespace) -> int:
     t_loaded = time.perf_counter()
     ev = Evaluator(data, base.tumor_label, base.pancreas_label, official=bool(args.official))
     res = nested_cv(ev, space, args.objective, mw, folds=args.folds, seed=args.seed)
+    if all(a["dice"] == 0.0 for a in (res.insample_agg, res.heldout_agg, *res.reference.values())):
+        # a spec fitted on members that find no tumour would ship a model that finds nothing, and look fitted
+        raise InputError("--oof", f"no member finds the tumour: each member alone, their equal-weight ensemble and "
+                                  f"the fitted choice score tumour Dice 0 on all {ev.n} cases (did the members' "
+                                  "training collapse?); no spec written")
     timings = {"load": t_loaded - t_start, **res.seconds, "fit": time.perf_counter() - t_loaded}
     info = {"objective": args.objective, "metric_weights": mw, "folds": args.folds,
             "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(args).items())

@@ -1,0 +1,149 @@
+"""A training run that did not learn stops the rebuild (training/collapse.py, train_specialist.py
+--require-pseudo-dice, reproduce.sh's retries) instead of flowing into maps, a fit and a shipped spec."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "data" / "real_trainer_model" / "nnUNetTrainerPhantom__nnUNetPlansTiny__3d_fullres"
+LABELS = ["tumor", "pancreas"]
+
+sys.path.insert(0, str(REPO / "training"))
+try:
+    import collapse
+finally:
+    sys.path.remove(str(REPO / "training"))
+
+
+def test_floors_are_parsed_strictly():
+    assert collapse.parse_floors(["pancreas=0.3", "tumor=0.1"]) == {"pancreas": 0.3, "tumor": 0.1}
+    assert collapse.parse_floors(None) == {}
+    for bad in ("pancreas", "pancreas=", "=0.3", "pancreas=high", "pancreas=1.5"):
+        with pytest.raises(ValueError, match="LABEL=VALUE"):
+            collapse.parse_floors([bad])
+
+
+def test_collapse_is_judged_on_the_mean_of_the_last_epochs():
+    learned_late = [[0.0, 0.0]] * 20 + [[0.05, 0.6], [0.2, 0.7], [0.3, 0.7], [0.25, 0.8], [0.3, 0.7]]
+    assert collapse.collapse_reason(learned_late, LABELS, {"tumor": 0.1, "pancreas": 0.3}) is None
+    dead = [[0.0, 0.0]] * 60  # the Task 2 pre-training of 2026-12-03
+    reason = collapse.collapse_reason(dead, LABELS, {"pancreas": 0.3})
+    assert reason == "pseudo Dice over the last 5 epochs: pancreas 0.000 < 0.3"
+    # one lucky epoch among dead ones is not learning; a noisy dip in a learned run is not collapse
+    assert collapse.collapse_reason(dead[:-1] + [[0.0, 0.9]], LABELS, {"pancreas": 0.3}) is not None
+    assert collapse.collapse_reason([[0.3, 0.7]] * 4 + [[0.0, 0.7]], LABELS, {"tumor": 0.1}) is None
+    both = collapse.collapse_reason([[0.0, 0.75]] * 36, LABELS, {"tumor": 0.1, "pancreas": 0.3})
+    assert both.endswith("tumor 0.000 < 0.1")  # the specialists fine-tuned from it: pancreas fine, no tumour
+    assert collapse.collapse_reason([[0.0, 0.75]] * 3, LABELS, {}) is None  # no floors, no judgement
+    assert collapse.collapse_reason([], LABELS, {"tumor": 0.1}) == "no epoch was logged"
+    with pytest.raises(ValueError, match="no label tumour"):
+        collapse.collapse_reason(dead, LABELS, {"tumour": 0.1})
+
+
+def test_label_order_follows_nnunet_s_pseudo_dice():
+    assert collapse.foreground_labels({"labels": {"pancreas": 2, "background": 0, "tumor": 1}}) == LABELS
+    with pytest.raises(ValueError, match="region"):
+        collapse.foreground_labels({"labels": {"background": 0, "whole": [1, 2]}})
+
+
+def _results_layout(tmp_path: Path) -> tuple[dict, Path]:
+    """nnU-Net folders holding the real tiny trainer-written run as a finished 2-epoch run of Dataset901."""
+    data = tmp_path / "data"
+    pre = data / "nnUNet_preprocessed" / "Dataset901_PhantomT1"
+    pre.mkdir(parents=True)
+    shutil.copy(TINY / "plans.json", pre / "nnUNetPlansTiny.json")
+    shutil.copy(TINY / "dataset.json", pre / "dataset.json")
+    (data / "nnUNet_raw").mkdir()
+    run = data / "nnUNet_results" / "Dataset901_PhantomT1" / TINY.name / "fold_0"
+    run.mkdir(parents=True)
+    shutil.copy(TINY / "fold_0" / "checkpoint_final.pth", run / "checkpoint_final.pth")
+    (run / "phantom_timing.json").write_text(json.dumps({"epochs": 2}))
+    env = dict(os.environ, nnUNet_raw=str(data / "nnUNet_raw"), nnUNet_preprocessed=str(data / "nnUNet_preprocessed"),
+               nnUNet_results=str(data / "nnUNet_results"), OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(REPO / "training"), os.environ.get("PYTHONPATH", "")]))
+    return env, run
+
+
+def _train(env: dict, *floors: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "training" / "train_specialist.py"), "--dataset", "901",
+                           "--trainer", "nnUNetTrainerPhantom", "--plans", "nnUNetPlansTiny", "--fold", "0",
+                           "--epochs", "2", "--skip-validation", "--require-pseudo-dice", *floors],
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_a_finished_run_below_its_floor_is_moved_aside_with_one_line(tmp_path):
+    """The real checkpoint's own log: tumour pseudo Dice 0.107, 0.173 (mean 0.140), pancreas 0.008, 0.0."""
+    history = torch.load(TINY / "fold_0" / "checkpoint_final.pth", map_location="cpu",
+                         weights_only=False)["logging"]["dice_per_class_or_region"]
+    assert [round(float(e[0]), 3) for e in history] == [0.107, 0.173]
+    env, run = _results_layout(tmp_path)
+
+    ok = _train(env, "tumor=0.1")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "nothing to do" in ok.stdout and (run / "checkpoint_final.pth").is_file()
+
+    dead = _train(env, "tumor=0.1", "pancreas=0.3")
+    assert dead.returncode == collapse.COLLAPSED, dead.stderr[-2000:]
+    line = dead.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"train_specialist: {run}: the run did not learn (pseudo Dice over the last 2 epochs: "
+                           "pancreas 0.004 < 0.3)"), line
+    assert not run.exists()  # a rerun trains afresh instead of resuming (or skipping) the dead weights
+    moved = list(run.parent.glob("fold_0.collapsed-*"))
+    assert len(moved) == 1 and (moved[0] / "checkpoint_final.pth").is_file() and str(moved[0]) in line
+
+    bad = _train(env, "pancreas")
+    assert bad.returncode == 2 and "LABEL=VALUE" in bad.stderr
+
+
+def _reproduce(tmp_path: Path, fails: int, tries: int, *steps: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """reproduce.sh STEPS with a stand-in interpreter whose first FAILS train_specialist.py calls report a
+    collapse (exit 3) and the rest succeed; the calls it saw."""
+    calls = tmp_path / "calls.txt"
+    count = tmp_path / "count"
+    count.write_text("0")
+    fake = tmp_path / "python"
+    fake.write_text(f"""#!/bin/sh
+echo "$@" >> {calls}
+case "$1" in *train_specialist.py)
+  n=$(cat {count}); echo $((n + 1)) > {count}
+  if [ "$n" -lt {fails} ]; then exit 3; fi;;
+esac
+exit 0
+""")
+    fake.chmod(0o755)
+    run = subprocess.run(["bash", str(REPO / "training" / "reproduce.sh"), *steps], capture_output=True, text=True,
+                         timeout=60, env=dict(os.environ, TASKS="1", PY=str(fake), TRAIN_TRIES=str(tries),
+                                              PANTHER_DATA=str(tmp_path / "data"), TMPDIR=str(tmp_path)))
+    return run, [c for c in calls.read_text().splitlines() if "train_specialist.py" in c] if calls.exists() else []
+
+
+def test_reproduce_retries_a_network_that_did_not_learn_and_stops_after_its_tries(tmp_path):
+    (tmp_path / "a").mkdir()
+    run, calls = _reproduce(tmp_path / "a", 1, 3, "pretrain")
+    assert run.returncode == 0, run.stderr
+    assert "run 1 of 3 did not learn (pancreas=0.3 not reached" in run.stderr
+    stage1 = [c for c in calls if "nnUNetTrainerPhantom " in c + " "]
+    assert len(stage1) == 2 and len(calls) == 3  # stage 1 twice, then stage 2 once
+    assert all("--require-pseudo-dice pancreas=0.3" in c for c in stage1)
+    assert "--require-pseudo-dice tumor=0.1" in calls[-1] and "TumourFocus" in calls[-1]
+
+    (tmp_path / "b").mkdir()
+    run, calls = _reproduce(tmp_path / "b", 99, 2, "pretrain", "train")
+    assert run.returncode != 0
+    assert "reproduce.sh: 2 runs did not learn (pancreas=0.3 not reached)" in run.stderr
+    assert len(calls) == 2  # nothing is built on the dead pre-training: no stage 2, no specialists
+    assert "pretrain:" not in run.stdout  # the failed step is not timed as done
+
+    (tmp_path / "c").mkdir()  # specialists: a fold that never learns fails the step (its twin ran too)
+    run, calls = _reproduce(tmp_path / "c", 99, 1, "train")
+    assert run.returncode != 0 and "1 runs did not learn (tumor=0.1 not reached)" in run.stderr
+    assert len(calls) == 2 and all("--fold" in c for c in calls)
