@@ -102,6 +102,10 @@ def test_a_finished_run_below_its_floor_is_moved_aside_with_one_line(tmp_path):
 
     bad = _train(env, "pancreas")
     assert bad.returncode == 2 and "LABEL=VALUE" in bad.stderr
+    run.mkdir()  # a typo in a label is refused before any training, the run folder left as it is
+    typo = _train(env, "tumour=0.1")
+    assert typo.returncode == 2 and "no label tumour (labels: tumor, pancreas)" in typo.stderr, typo.stderr[-2000:]
+    assert "phantom schedule" not in typo.stdout + typo.stderr and list(run.iterdir()) == []
 
 
 def _reproduce(tmp_path: Path, fails: int, tries: int, *steps: str) -> tuple[subprocess.CompletedProcess, list[str]]:

@@ -47,13 +47,18 @@ def foreground_labels(dataset_json: dict) -> list[str]:
     return [name for name, value in sorted(labels.items(), key=lambda kv: kv[1]) if value != 0]
 
 
+def check_labels(floors: dict[str, float], labels: list[str]) -> None:
+    """A floor on a label the dataset does not have is an error (checked before training, not hours after)."""
+    unknown = sorted(set(floors) - set(labels))
+    if unknown:
+        raise ValueError(f"--require-pseudo-dice: no label {', '.join(unknown)} (labels: {', '.join(labels)})")
+
+
 def collapse_reason(dice_history: list, labels: list[str], floors: dict[str, float],
                     last: int = LAST_EPOCHS) -> str | None:
     """None when the run learned; else why not, in one line. dice_history is nnU-Net's
     logging["dice_per_class_or_region"]: one list per epoch, one value per foreground label."""
-    unknown = sorted(set(floors) - set(labels))
-    if unknown:
-        raise ValueError(f"--require-pseudo-dice: no label {', '.join(unknown)} (labels: {', '.join(labels)})")
+    check_labels(floors, labels)
     if not floors:
         return None
     if not dice_history:

@@ -19,9 +19,9 @@ import torch
 import collapse  # training/, the script's own folder
 
 
-def check_learned(output_folder: str, dice_history: list, dataset_json: dict, floors: dict) -> None:
+def check_learned(output_folder: str, dice_history: list, labels: list[str], floors: dict) -> None:
     """Exit with collapse.COLLAPSED, the run moved aside, when a label's pseudo Dice is below its floor."""
-    reason = collapse.collapse_reason(dice_history, collapse.foreground_labels(dataset_json), floors)
+    reason = collapse.collapse_reason(dice_history, labels, floors)
     if reason is None:
         return
     moved = collapse.move_aside(output_folder)
@@ -76,6 +76,11 @@ def main() -> None:
     pre = join(nnUNet_preprocessed, name)
     plans = load_json(join(pre, a.plans + ".json"))
     dataset_json = load_json(join(pre, "dataset.json"))
+    labels = collapse.foreground_labels(dataset_json)
+    try:
+        collapse.check_labels(floors, labels)
+    except ValueError as e:
+        ap.error(str(e))
     plans["continue_training"] = False  # as nnU-Net's run_training does
     cls = getattr(trainers, a.trainer)
     tr = cls(plans=plans, configuration=a.configuration, fold=a.fold, dataset_json=dataset_json,
@@ -104,7 +109,7 @@ def main() -> None:
         if done_epochs >= tr.num_epochs:
             print(f"{final} exists ({done_epochs} epochs): nothing to do", flush=True)
             history = torch.load(final, map_location="cpu", weights_only=False)["logging"]["dice_per_class_or_region"]
-            check_learned(tr.output_folder, history, dataset_json, floors)
+            check_learned(tr.output_folder, history, labels, floors)
             return
         # a longer schedule than the finished one (T_EPOCHS raised): go on from the final weights, optimizer
         # and epoch; the poly learning rate follows the new length, so it rises again (a warm restart)
@@ -128,7 +133,7 @@ def main() -> None:
     t0 = time.time()
     tr.run_training()
     t_train = time.time() - t0
-    check_learned(tr.output_folder, tr.logger.my_fit_log["dice_per_class_or_region"], dataset_json, floors)
+    check_learned(tr.output_folder, tr.logger.my_fit_log["dice_per_class_or_region"], labels, floors)
     if not a.skip_validation:
         axes = tr.inference_allowed_mirroring_axes
         if not a.mirror_validation:
