@@ -151,3 +151,95 @@ def test_reproduce_retries_a_network_that_did_not_learn_and_stops_after_its_trie
     run, calls = _reproduce(tmp_path / "c", 99, 1, "train")
     assert run.returncode != 0 and "1 runs did not learn (tumor=0.1 not reached)" in run.stderr
     assert len(calls) == 2 and all("--fold" in c for c in calls)
+
+
+def _tiny_dataset(tmp_path: Path, n_cases: int = 4) -> dict:
+    """Dataset901 of n small labelled MRIs preprocessed by nnU-Net's own DefaultPreprocessor under the tiny plans
+    (spacing 3 x 2 x 2 mm, patch 16 x 32 x 32), fold 0 = the first half for training; the environment to train it."""
+    import numpy as np
+    import SimpleITK as sitk
+    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    data = tmp_path / "data"
+    raw = data / "nnUNet_raw" / "Dataset901_PhantomT1"
+    pre = data / "nnUNet_preprocessed" / "Dataset901_PhantomT1"
+    (raw / "imagesTr").mkdir(parents=True)
+    (raw / "labelsTr").mkdir()
+    pre.mkdir(parents=True)
+    dataset_json = json.loads((TINY / "dataset.json").read_text())
+    dataset_json["numTraining"] = n_cases
+    plans = json.loads((TINY / "plans.json").read_text())
+    for path in (raw / "dataset.json", pre / "dataset.json"):
+        path.write_text(json.dumps(dataset_json))
+    (pre / "nnUNetPlansTiny.json").write_text(json.dumps(plans))
+    manager = PlansManager(plans)
+    config = manager.get_configuration("3d_fullres")
+    out = pre / config.data_identifier
+    out.mkdir()
+    rng = np.random.default_rng(0)
+    zz, yy, xx = np.mgrid[:20, :40, :40]
+    names = []
+    for i in range(n_cases):
+        name = f"tiny_{i:03d}"
+        cy, cx = 20 + i, 18 + 2 * i
+        pancreas = ((yy - cy) / 9.0) ** 2 + ((xx - cx) / 12.0) ** 2 + ((zz - 10) / 5.0) ** 2 <= 1
+        tumour = ((yy - cy) / 4.0) ** 2 + ((xx - cx - 4) / 4.0) ** 2 + ((zz - 10) / 3.0) ** 2 <= 1
+        label = np.where(tumour, 1, np.where(pancreas, 2, 0)).astype(np.uint8)
+        image = (100 + 60 * pancreas - 40 * tumour + rng.normal(0, 8, label.shape)).astype(np.float32)
+        for array, path in ((image, raw / "imagesTr" / f"{name}_0000.mha"), (label, raw / "labelsTr" / f"{name}.mha")):
+            im = sitk.GetImageFromArray(array)
+            im.SetSpacing((2.0, 2.0, 3.0))
+            sitk.WriteImage(im, str(path))
+        DefaultPreprocessor(verbose=False).run_case_save(
+            str(out / name), [str(raw / "imagesTr" / f"{name}_0000.mha")], str(raw / "labelsTr" / f"{name}.mha"),
+            manager, config, dataset_json)
+        names.append(name)
+    # the trainer only copies the fingerprint into its output folder
+    (pre / "dataset_fingerprint.json").write_text(json.dumps({"spacings": [[3.0, 2.0, 2.0]] * n_cases,
+                                                              "shapes_after_crop": [[20, 40, 40]] * n_cases}))
+    half = n_cases // 2
+    (pre / "splits_final.json").write_text(json.dumps([{"train": names[:half], "val": names[half:]}]))
+    return dict(os.environ, nnUNet_raw=str(data / "nnUNet_raw"), nnUNet_preprocessed=str(data / "nnUNet_preprocessed"),
+                nnUNet_results=str(data / "nnUNet_results"), nnUNet_n_proc_DA="0", nnUNet_compile="f",
+                OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(REPO / "training"), os.environ.get("PYTHONPATH", "")]))
+
+
+def _train_tiny(env: dict, *floors: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "training" / "train_specialist.py"), "--dataset", "901",
+                           "--trainer", "nnUNetTrainerPhantom", "--plans", "nnUNetPlansTiny", "--fold", "0",
+                           "--epochs", "2", "--iters", "2", "--val-iters", "1", "--skip-validation",
+                           "--require-pseudo-dice", *floors], capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_a_run_is_judged_right_after_it_trains_and_a_run_stopped_before_its_check_is_finished_not_retrained(tmp_path):
+    """The path the finished-run test does not take: real nnU-Net training from scratch, then the check on the
+    pseudo Dice it logged (on 2026-12-03 that read an attribute nnU-Net 2.8's logger no longer has, and every
+    run crashed after its last epoch)."""
+    env = _tiny_dataset(tmp_path)
+    run = Path(env["nnUNet_results"]) / "Dataset901_PhantomT1" / TINY.name / "fold_0"
+
+    ok = _train_tiny(env, "tumor=0")
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    assert "TIMING" in ok.stdout and (run / "phantom_timing.json").is_file()
+    final = run / "checkpoint_final.pth"
+    history = collapse.pseudo_dice_history(str(final))
+    assert len(history) == 2 and all(len(epoch) == 2 for epoch in history)
+
+    # stopped after its last epoch, before the check and the timing: finished from checkpoint_final, not retrained
+    (run / "phantom_timing.json").unlink()
+    weights = torch.load(final, map_location="cpu", weights_only=False)["network_weights"]
+    again = _train_tiny(env, "tumor=0")
+    assert again.returncode == 0, again.stderr[-3000:]
+    log = "".join(p.read_text() for p in run.glob("training_log_*.txt"))
+    assert "finishing the 2-epoch run" in log and (run / "phantom_timing.json").is_file()
+    after = torch.load(final, map_location="cpu", weights_only=False)
+    assert after["current_epoch"] == 2 and len(after["logging"]["dice_per_class_or_region"]) == 2
+    assert all(torch.equal(weights[k], after["network_weights"][k]) for k in weights)
+
+    # trained afresh and below its floor: judged at once, moved aside, exit 3
+    shutil.rmtree(run)
+    dead = _train_tiny(env, "pancreas=1")
+    assert dead.returncode == collapse.COLLAPSED, dead.stderr[-3000:]
+    assert "the run did not learn (pseudo Dice over the last 2 epochs: pancreas" in dead.stderr.strip().splitlines()[-1]
+    assert not run.exists() and len(list(run.parent.glob("fold_0.collapsed-*"))) == 1

@@ -81,3 +81,11 @@ def move_aside(fold_folder: str, stamp: str | None = None) -> str:
     target = f"{fold_folder.rstrip(os.sep)}.collapsed-{stamp}"
     os.rename(fold_folder, target)
     return target
+
+
+def pseudo_dice_history(checkpoint_path: str) -> list:
+    """nnU-Net's per-epoch pseudo Dice as saved in a checkpoint ("logging" is the trainer logger's own
+    checkpoint; reading it from disk works across nnU-Net's logger classes, which changed in 2.6)."""
+    import torch
+
+    return torch.load(checkpoint_path, map_location="cpu", weights_only=False)["logging"]["dice_per_class_or_region"]

@@ -104,20 +104,27 @@ def main() -> None:
     latest = join(tr.output_folder, "checkpoint_latest.pth")
     timing_file = join(tr.output_folder, "phantom_timing.json")
     extend = False
-    if os.path.isfile(final) and os.path.isfile(timing_file):
-        done_epochs = load_json(timing_file).get("epochs", 0)
-        if done_epochs >= tr.num_epochs:
-            print(f"{final} exists ({done_epochs} epochs): nothing to do", flush=True)
-            history = torch.load(final, map_location="cpu", weights_only=False)["logging"]["dice_per_class_or_region"]
-            check_learned(tr.output_folder, history, labels, floors)
-            return
+    if os.path.isfile(final):
+        if os.path.isfile(timing_file):
+            done_epochs = load_json(timing_file).get("epochs", 0)
+            if done_epochs >= tr.num_epochs:
+                print(f"{final} exists ({done_epochs} epochs): nothing to do", flush=True)
+                check_learned(tr.output_folder, collapse.pseudo_dice_history(final), labels, floors)
+                return
+        else:
+            # trained to the end but stopped before its check, validation and timing (a crash, a kill): the
+            # epochs are in the checkpoint; finish from it instead of training afresh over it
+            done_epochs = torch.load(final, map_location="cpu", weights_only=False)["current_epoch"]
         # a longer schedule than the finished one (T_EPOCHS raised): go on from the final weights, optimizer
         # and epoch; the poly learning rate follows the new length, so it rises again (a warm restart)
         extend = not os.path.isfile(latest)
     resumed = os.path.isfile(latest) or extend
     if extend:
         tr.load_checkpoint(final)
-        tr.print_to_log_file(f"extending the finished {done_epochs}-epoch run from {final} to {tr.num_epochs} epochs")
+        if done_epochs >= tr.num_epochs:
+            tr.print_to_log_file(f"finishing the {done_epochs}-epoch run of {final} (no more epochs to train)")
+        else:
+            tr.print_to_log_file(f"extending the finished {done_epochs}-epoch run from {final} to {tr.num_epochs} epochs")
     elif resumed:
         # nnU-Net's own continue (nnUNetv2_train --c): weights, optimizer, epoch and logs from the last save
         tr.load_checkpoint(latest)
@@ -133,7 +140,7 @@ def main() -> None:
     t0 = time.time()
     tr.run_training()
     t_train = time.time() - t0
-    check_learned(tr.output_folder, tr.logger.my_fit_log["dice_per_class_or_region"], labels, floors)
+    check_learned(tr.output_folder, collapse.pseudo_dice_history(final), labels, floors)
     if not a.skip_validation:
         axes = tr.inference_allowed_mirroring_axes
         if not a.mirror_validation:
