@@ -16,6 +16,7 @@ script exits with COLLAPSED. training/reproduce.sh retries such a run (TRAIN_TRI
 
 from __future__ import annotations
 
+import math
 import os
 import time
 
@@ -67,7 +68,13 @@ def collapse_reason(dice_history: list, labels: list[str], floors: dict[str, flo
     low = []
     for name, floor in floors.items():
         i = labels.index(name)
-        mean = sum(float(epoch[i]) for epoch in tail) / len(tail)
+        # NaN: nothing of the class in the validation patches and nothing predicted (nnU-Net's 0/0), or an
+        # epoch that was not logged here (seed_from_shipped.py); judged on the logged ones, never passed on none
+        values = [float(epoch[i]) for epoch in tail if not math.isnan(float(epoch[i]))]
+        if not values:
+            low.append(f"{name} not logged")
+            continue
+        mean = sum(values) / len(values)
         if mean < floor:
             low.append(f"{name} {mean:.3f} < {floor:g}")
     if not low:

@@ -167,6 +167,9 @@ def main() -> None:
               "iterations_per_epoch": tr.num_iterations_per_epoch, "lr": tr.initial_lr,
               "pretrained": a.pretrained, "mirrored_validation": bool(a.mirror_validation),
               "validation_tile_step": a.val_step}
+    seeded = join(tr.output_folder, "seeded_from.json")
+    if os.path.isfile(seeded):  # training/seed_from_shipped.py: the run's first epochs are a shipped member's
+        timing["seeded_from"] = load_json(seeded)["seeded_from"]
     with open(join(tr.output_folder, "phantom_timing.json"), "w") as f:
         json.dump(timing, f, indent=2)
     print("TIMING", json.dumps(timing), flush=True)
