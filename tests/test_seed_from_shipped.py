@@ -29,13 +29,15 @@ def _run(script: str, env: dict, *args: str) -> subprocess.CompletedProcess:
 def test_a_shipped_member_is_seeded_at_its_epoch_and_trained_on_with_the_longer_schedule(tmp_path):
     env = tiny_dataset(tmp_path)
     shipped = tmp_path / "model_weights" / "Dataset901_PhantomT1" / TINY.name
-    strip_checkpoint(TINY / "fold_0" / "checkpoint_final.pth", shipped / "fold_0" / "checkpoint_final.pth")
+    for fold in (0, 1):  # the fixture has one fold: ship it as both
+        strip_checkpoint(TINY / "fold_0" / "checkpoint_final.pth", shipped / f"fold_{fold}" / "checkpoint_final.pth")
     source = shipped / "fold_0" / "checkpoint_final.pth"
     half = torch.load(source, map_location="cpu", weights_only=True)
     assert half["current_epoch"] == 2 and "optimizer_state" not in half
 
-    seeded = _run("seed_from_shipped.py", env, str(shipped), "--folds", "0")
+    seeded = _run("seed_from_shipped.py", env, str(shipped))  # folds 0 and 1
     assert seeded.returncode == 0, seeded.stderr[-3000:]
+    assert seeded.stdout.count("seeded at epoch 2") == 2
     run = Path(env["nnUNet_results"]) / "Dataset901_PhantomT1" / TINY.name / "fold_0"
     final = torch.load(run / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert final["current_epoch"] == 2 and final["trainer_name"] == "nnUNetTrainerPhantom"

@@ -60,7 +60,6 @@ def main() -> None:
         sys.exit(f"seed_from_shipped: {model}: trainer {trainer_name} is not one of training/trainers.py")
     plans = load_json(join(nnUNet_preprocessed, dataset, plans_name + ".json"))
     dataset_json = load_json(join(nnUNet_preprocessed, dataset, "dataset.json"))
-    plans["continue_training"] = False
 
     for fold in a.folds:
         source = join(model, f"fold_{fold}", "checkpoint_final.pth")
@@ -79,7 +78,8 @@ def main() -> None:
             if os.path.isfile(join(out, stale)):
                 os.remove(join(out, stale))
 
-        tr = cls(plans=plans, configuration=configuration, fold=fold, dataset_json=dataset_json,
+        # nnU-Net's trainer pops "continue_training" from the plans it is given: one copy per fold
+        tr = cls(plans=dict(plans, continue_training=False), configuration=configuration, fold=fold, dataset_json=dataset_json,
                  device=torch.device("cpu"))
         tr.initialize()
         # float16 -> float32 by copy_; strict: the same architecture, heads included
