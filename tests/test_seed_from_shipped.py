@@ -41,6 +41,7 @@ def test_a_shipped_member_is_seeded_at_its_epoch_and_trained_on_with_the_longer_
     run = Path(env["nnUNet_results"]) / "Dataset901_PhantomT1" / TINY.name / "fold_0"
     final = torch.load(run / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert final["current_epoch"] == 2 and final["trainer_name"] == "nnUNetTrainerPhantom"
+    assert final["inference_allowed_mirroring_axes"] == half["inference_allowed_mirroring_axes"] is not None
     assert final["optimizer_state"]["param_groups"] and not final["optimizer_state"]["state"]  # fresh momentum
     for k, v in half["network_weights"].items():
         assert final["network_weights"][k].dtype == torch.float32 and torch.equal(final["network_weights"][k], v.float())
@@ -53,11 +54,21 @@ def test_a_shipped_member_is_seeded_at_its_epoch_and_trained_on_with_the_longer_
                                     {"tumor": 0.0}) == "pseudo Dice over the last 2 epochs: tumor not logged"
 
     again = _run("seed_from_shipped.py", env, str(shipped), "--folds", "0")
-    assert again.returncode == 1 and "exists (a trained run): left alone" in again.stderr
+    assert again.returncode == 1 and "has checkpoint_final.pth (a trained or running run): left alone" in again.stderr
 
-    trained = _run("train_specialist.py", env, "--dataset", "901", "--trainer", "nnUNetTrainerPhantom", "--plans",
-                   "nnUNetPlansTiny", "--fold", "0", "--epochs", "4", "--iters", "2", "--val-iters", "1", "--lr", "0.005",
-                   "--skip-validation", "--require-pseudo-dice", "tumor=0")
+    def train(epochs: int) -> subprocess.CompletedProcess:
+        return _run("train_specialist.py", env, "--dataset", "901", "--trainer", "nnUNetTrainerPhantom", "--plans",
+                    "nnUNetPlansTiny", "--fold", "0", "--epochs", str(epochs), "--iters", "2", "--val-iters", "1",
+                    "--lr", "0.005", "--skip-validation", "--require-pseudo-dice", "tumor=0")
+
+    # not trained on: an error that says so, not the collapse status (reproduce.sh would then train afresh from
+    # the pre-trained network) and not a move aside
+    idle = train(2)
+    assert idle.returncode == 1, idle.stderr[-3000:]
+    assert "seeded at epoch 2 (seed_from_shipped.py) and not trained on: give --epochs above it" in idle.stderr
+    assert (run / "checkpoint_final.pth").is_file() and not list(run.parent.glob("fold_0.collapsed-*"))
+
+    trained = train(4)
     assert trained.returncode == 0, trained.stderr[-3000:]
     log = "".join(p.read_text() for p in run.glob("training_log_*.txt"))
     assert "seeded from" in log and "extending the finished 2-epoch run" in log

@@ -8,7 +8,10 @@ a fresh optimizer, a log of that many epochs with no values) and phantom_timing.
 
 extends the run from the shipped epoch with the longer schedule's poly learning rate, as it extends a run it
 trained itself (the Task 1 members went from 12 to 36 epochs that way). What is not kept: SGD's momentum
-(it restarts from zero) and the shipped run's log (NaN in the seeded epochs).
+(it restarts from zero) and the shipped run's log (NaN in the seeded epochs; nnU-Net's moving average of the
+pseudo Dice starts again from 0, so a seeded run's checkpoint_best follows its last epochs: use checkpoint_final).
+A seeded run must be trained on (--epochs above the shipped epoch); one that does not learn is left in place
+for reseeding (train_specialist.py exits 1, not the collapse status that makes reproduce.sh train afresh).
 
     python training/seed_from_shipped.py model_weights/Dataset902_PhantomT2/nnUNetTrainerPhantom__nnUNetPlansPhantom__3d_fullres
 
@@ -72,8 +75,11 @@ def main() -> None:
         epochs = int(shipped["current_epoch"])
         out = join(nnUNet_results, dataset, os.path.basename(model), f"fold_{fold}")
         final = join(out, "checkpoint_final.pth")
-        if os.path.isfile(final) and not a.force:
-            sys.exit(f"seed_from_shipped: {final} exists (a trained run): left alone; --force to overwrite it")
+        present = [n for n in ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
+                   if os.path.isfile(join(out, n))]
+        if present and not a.force:
+            sys.exit(f"seed_from_shipped: {out}: has {', '.join(present)} (a trained or running run): left alone; "
+                     "--force to overwrite it")
         for stale in ("checkpoint_latest.pth", "checkpoint_best.pth"):  # a resume would prefer them
             if os.path.isfile(join(out, stale)):
                 os.remove(join(out, stale))
@@ -86,6 +92,8 @@ def main() -> None:
         tr.network.load_state_dict(shipped["network_weights"], strict=True)
         tr.logger.load_checkpoint(seeded_log(epochs, len(tr.label_manager.foreground_labels)))
         tr._best_ema = None
+        # set by nnU-Net when it builds the data loaders, which seeding does not: keep the shipped member's
+        tr.inference_allowed_mirroring_axes = shipped["inference_allowed_mirroring_axes"]
         tr.current_epoch = epochs - 1  # save_checkpoint stores current_epoch + 1, as at the end of training
         tr.save_checkpoint(final)
         with open(source, "rb") as f:

@@ -60,7 +60,7 @@ def main() -> None:
                 pseudo = ck["logging"]["dice_per_class_or_region"][-1]
                 rows.append(f"| {ds} | {name} | {model.name.split('__')[0]}, {model.name.split('__')[1]} | {fold} | "
                             f"{tim.get('epochs', '?')} x {tim.get('iterations_per_epoch', '?')} | "
-                            f"{tim.get('train_s', float('nan')) / 60:.1f}{' (resumed)' if tim.get('resumed') else ''} | "
+                            f"{(float('nan') if tim.get('train_s') is None else tim['train_s']) / 60:.1f}{' (resumed)' if tim.get('resumed') else ''} | "
                             f"{float(pseudo[0]):.3f}, {float(pseudo[1]):.3f} |")
             scores = oof_scores(oof_root / ds / name, raw / ds / "labelsTr")
             if scores:

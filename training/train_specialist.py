@@ -10,6 +10,7 @@ crashes with this CPU torch, see docs); source training/env.sh first.
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -24,6 +25,18 @@ def check_learned(output_folder: str, dice_history: list, labels: list[str], flo
     reason = collapse.collapse_reason(dice_history, labels, floors)
     if reason is None:
         return
+    seeded = os.path.join(output_folder, "seeded_from.json")
+    if os.path.isfile(seeded):
+        # not COLLAPSED: a retry would train afresh from --pretrained, not from the member it was seeded with
+        with open(seeded) as f:
+            epochs = json.load(f)["epochs"]
+        if dice_history and all(math.isnan(float(v)) for v in dice_history[-1]):
+            print(f"train_specialist: {output_folder}: seeded at epoch {epochs} (seed_from_shipped.py) and not "
+                  "trained on: give --epochs above it", file=sys.stderr, flush=True)
+        else:
+            print(f"train_specialist: {output_folder}: the run seeded at epoch {epochs} did not learn ({reason}); "
+                  "left in place: reseed it (seed_from_shipped.py --force) or train it afresh", file=sys.stderr, flush=True)
+        sys.exit(1)
     moved = collapse.move_aside(output_folder)
     print(f"train_specialist: {output_folder}: the run did not learn ({reason}); moved to {moved}, "
           "rerun to train afresh", file=sys.stderr, flush=True)
@@ -163,7 +176,8 @@ def main() -> None:
     else:
         t_val = 0.0
     timing = {"train_s": round(t_train, 1), "resumed": resumed, "tumour_ce_weight": tr.tumour_ce_weight,
-              "oversample_foreground_percent": tr.oversample_foreground_percent, "validation_s": round(t_val, 1), "epochs": tr.num_epochs,
+              "oversample_foreground_percent": tr.oversample_foreground_percent, "validation_s": round(t_val, 1),
+              "epochs": max(tr.num_epochs, tr.current_epoch),  # a checkpoint with more epochs is not cut back
               "iterations_per_epoch": tr.num_iterations_per_epoch, "lr": tr.initial_lr,
               "pretrained": a.pretrained, "mirrored_validation": bool(a.mirror_validation),
               "validation_tile_step": a.val_step}
