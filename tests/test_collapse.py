@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tinydata import TINY, tiny_dataset
+from tinydata import TINY, tiny_dataset, training_env
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ["tumor", "pancreas"]
@@ -67,10 +67,7 @@ def _results_layout(tmp_path: Path) -> tuple[dict, Path]:
     run.mkdir(parents=True)
     shutil.copy(TINY / "fold_0" / "checkpoint_final.pth", run / "checkpoint_final.pth")
     (run / "phantom_timing.json").write_text(json.dumps({"epochs": 2}))
-    env = dict(os.environ, nnUNet_raw=str(data / "nnUNet_raw"), nnUNet_preprocessed=str(data / "nnUNet_preprocessed"),
-               nnUNet_results=str(data / "nnUNet_results"), OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(REPO / "training"), os.environ.get("PYTHONPATH", "")]))
-    return env, run
+    return training_env(data), run
 
 
 def _train(env: dict, *floors: str) -> subprocess.CompletedProcess:

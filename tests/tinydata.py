@@ -58,6 +58,11 @@ def tiny_dataset(tmp_path: Path, n_cases: int = 4) -> dict:
                                                               "shapes_after_crop": [[20, 40, 40]] * n_cases}))
     half = n_cases // 2
     (pre / "splits_final.json").write_text(json.dumps([{"train": names[:half], "val": names[half:]}]))
+    return training_env(data)
+
+
+def training_env(data: Path) -> dict:
+    """The environment of a training script on nnU-Net folders under `data` (one thread, no worker processes)."""
     return dict(os.environ, nnUNet_raw=str(data / "nnUNet_raw"), nnUNet_preprocessed=str(data / "nnUNet_preprocessed"),
                 nnUNet_results=str(data / "nnUNet_results"), nnUNet_n_proc_DA="0", nnUNet_compile="f",
                 OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(REPO / "training"), os.environ.get("PYTHONPATH", "")]))
