@@ -105,7 +105,8 @@ def test_a_finished_run_below_its_floor_is_moved_aside_with_one_line(tmp_path):
     assert "phantom schedule" not in typo.stdout + typo.stderr and list(run.iterdir()) == []
 
 
-def _reproduce(tmp_path: Path, fails: int, tries: int, *steps: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+def _reproduce(tmp_path: Path, fails: int, tries: int, *steps: str,
+               **env: str) -> tuple[subprocess.CompletedProcess, list[str]]:
     """reproduce.sh STEPS with a stand-in interpreter whose first FAILS train_specialist.py calls report a
     collapse (exit 3) and the rest succeed; the calls it saw."""
     calls = tmp_path / "calls.txt"
@@ -123,7 +124,7 @@ exit 0
     fake.chmod(0o755)
     run = subprocess.run(["bash", str(REPO / "training" / "reproduce.sh"), *steps], capture_output=True, text=True,
                          timeout=60, env=dict(os.environ, TASKS="1", PY=str(fake), TRAIN_TRIES=str(tries),
-                                              PANTHER_DATA=str(tmp_path / "data"), TMPDIR=str(tmp_path)))
+                                              PANTHER_DATA=str(tmp_path / "data"), TMPDIR=str(tmp_path), **env))
     return run, [c for c in calls.read_text().splitlines() if "train_specialist.py" in c] if calls.exists() else []
 
 
@@ -136,6 +137,7 @@ def test_reproduce_retries_a_network_that_did_not_learn_and_stops_after_its_trie
     assert len(stage1) == 2 and len(calls) == 3  # stage 1 twice, then stage 2 once
     assert all("--require-pseudo-dice pancreas=0.3" in c for c in stage1)
     assert "--require-pseudo-dice tumor=0.1" in calls[-1] and "TumourFocus" in calls[-1]
+    assert all("--device cpu" in c for c in calls)  # reproduce.sh's DEVICE, cpu unless asked
 
     (tmp_path / "b").mkdir()
     run, calls = _reproduce(tmp_path / "b", 99, 2, "pretrain", "train")
@@ -148,6 +150,11 @@ def test_reproduce_retries_a_network_that_did_not_learn_and_stops_after_its_trie
     run, calls = _reproduce(tmp_path / "c", 99, 1, "train")
     assert run.returncode != 0 and "1 runs did not learn (tumor=0.1 not reached)" in run.stderr
     assert len(calls) == 2 and all("--fold" in c for c in calls)
+
+    (tmp_path / "d").mkdir()  # a GPU machine: every training run is asked for it
+    run, calls = _reproduce(tmp_path / "d", 0, 1, "train", DEVICE="cuda")
+    assert run.returncode == 0, run.stderr
+    assert len(calls) == 6 and all("--device cuda" in c for c in calls)
 
 
 def _train_tiny(env: dict, *floors: str) -> subprocess.CompletedProcess:
@@ -166,7 +173,7 @@ def test_a_run_is_judged_right_after_it_trains_and_a_run_stopped_before_its_chec
 
     ok = _train_tiny(env, "tumor=0")
     assert ok.returncode == 0, ok.stderr[-3000:]
-    assert "TIMING" in ok.stdout and (run / "phantom_timing.json").is_file()
+    assert "TIMING" in ok.stdout and json.loads((run / "phantom_timing.json").read_text())["device"] == "cpu"
     final = run / "checkpoint_final.pth"
     history = collapse.pseudo_dice_history(str(final))
     assert len(history) == 2 and all(len(epoch) == 2 for epoch in history)

@@ -24,6 +24,9 @@
 #                                      re-scores the committed model_weights/ on a fresh machine, without
 #                                      the plan, pretrain and train steps (hours): the members are the shipped
 #                                      float16 checkpoints, the folds those of training/splits.py
+#        DEVICE=cuda nnUNet_n_proc_DA=12 training/reproduce.sh pretrain train oof
+#                                      the same recipe on a GPU machine (nnU-Net's GPU path: mixed precision);
+#                                      a torch that sees no GPU stops the step with one line, no CPU fallback
 # Bulk outputs go to $PANTHER_DATA (default /work/data); the repo gets model_weights/, resources/,
 # docs/results/, test/ and training/{results.md,timings.json,baseline_t*.json}.
 # Each step's wall time is appended to training/timings.json.
@@ -52,6 +55,7 @@ TRAIN_TRIES=${TRAIN_TRIES:-3}  # runs per network when one does not learn (train
 HELDOUT_SEEDS=${HELDOUT_SEEDS:-1100-1119}
 SHIFT_SEEDS=${SHIFT_SEEDS:-1300-1309}  # unlabeled use only (the shift step never reads their labels)
 TASKS=${TASKS:-1 2}         # the tasks that train ... samples work on, e.g. TASKS=1 to finish Task 1 first
+DEVICE=${DEVICE:-cpu}       # where training and maps run: cpu, or cuda on a GPU machine (train_specialist.py --device)
 MODELS=${MODELS:-trained}   # trained: the members in $nnUNet_results; shipped: the members in model_weights/
 ALL="data plan pretrain train oof export fit shift heldout baseline samples"
 STEPS=${*:-$ALL}
@@ -164,7 +168,7 @@ learn() {  # learn LOG FLOOR ARGS...: train_specialist.py ARGS until nnU-Net's p
   local log=$1 floor=$2 try rc; shift 2
   for (( try = 1; try <= TRAIN_TRIES; try++ )); do
     rc=0
-    "$PY" "$HERE/train_specialist.py" "$@" --require-pseudo-dice "$floor" >> "$log" 2>&1 || rc=$?
+    "$PY" "$HERE/train_specialist.py" "$@" --device "$DEVICE" --require-pseudo-dice "$floor" >> "$log" 2>&1 || rc=$?
     if (( rc != 3 )); then return "$rc"; fi  # 3: the run collapsed and was moved aside (collapse.py)
     stamp "run $try of $TRAIN_TRIES did not learn ($floor not reached; $log)" >&2
   done
@@ -207,7 +211,7 @@ step_oof() {
     for m in $MEMBERS; do
       stamp "out-of-fold maps: Task $t $m"
       "$PY" "$HERE/predict_oof.py" --model "$(model_dir "$t" "$m")" --raw "$nnUNet_raw/${DS[$t]}" \
-        --out "$PANTHER_DATA/oof/${DS[$t]}/$m" >> "$LOGS/oof_t${t}_$m.log" 2>&1
+        --device "$DEVICE" --out "$PANTHER_DATA/oof/${DS[$t]}/$m" >> "$LOGS/oof_t${t}_$m.log" 2>&1
     done
   done
 }
@@ -232,7 +236,7 @@ heldout_run() {  # heldout_run TASK THREADS [ARGS...]: evaluate_heldout.py on th
   local t=$1 threads=$2; shift 2
   # every trained member (the fit's base spec), also those the fit gave weight 0 and left out of the shipped spec
   "$PY" "$HERE/evaluate_heldout.py" --task "$t" --seeds "$HELDOUT_SEEDS" --work "$PANTHER_DATA/heldout/task$t" \
-    --threads "$threads" --members-spec "$REPO/docs/results/fit_task$t/base.json" --out "$REPO/docs/results/heldout_task$t" \
+    --threads "$threads" --device "$DEVICE" --members-spec "$REPO/docs/results/fit_task$t/base.json" --out "$REPO/docs/results/heldout_task$t" \
     "$@" >> "$LOGS/heldout_t$t.log" 2>&1
 }
 
@@ -265,7 +269,7 @@ step_shift() {
   for t in $TASKS; do  # the fold ensemble that ships is model_weights/ (export), the fitted threshold the fit's own spec
     stamp "fold-ensemble threshold transfer, Task $t (unlabeled seeds $SHIFT_SEEDS)"
     "$PY" "$HERE/fold_shift.py" --spec "$REPO/docs/results/fit_task$t/spec.json" --task "$t" --seeds "$SHIFT_SEEDS" \
-      --work "$PANTHER_DATA/shift/task$t" --threads 2 --out "$REPO/docs/results/fit_task$t/fold_shift.json" \
+      --work "$PANTHER_DATA/shift/task$t" --threads 2 --device "$DEVICE" --out "$REPO/docs/results/fit_task$t/fold_shift.json" \
       --apply-to "$REPO/resources/task$t.json" >> "$LOGS/shift_t$t.log" 2>&1
   done
 }

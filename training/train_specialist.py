@@ -5,7 +5,10 @@ The trainer class is imported directly (nnU-Net's lookup by name imports every t
 crashes with this CPU torch, see docs); source training/env.sh first.
 
     python training/train_specialist.py --dataset 901 --trainer nnUNetTrainerPhantom --fold 0 \
-        --epochs 30 [--iters 50] [--pretrained path/to/checkpoint_final.pth] [--lr 0.01]
+        --epochs 30 [--iters 50] [--pretrained path/to/checkpoint_final.pth] [--lr 0.01] [--device cuda]
+
+--device (default $TRAIN_DEVICE, else cpu) is where nnU-Net's trainer runs: on cuda it takes nnU-Net's own GPU
+path (mixed precision, pinned memory), so a lent GPU machine trains the same recipe.
 """
 
 import argparse
@@ -43,6 +46,26 @@ def check_learned(output_folder: str, dice_history: list, labels: list[str], flo
     sys.exit(collapse.COLLAPSED)
 
 
+def training_device(name: str) -> torch.device:
+    """The torch device the trainer gets; ValueError with the reason when this machine's torch cannot use it
+    (a run that silently fell back to the CPU would take hours instead of minutes)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name}: not a torch device (cpu, cuda, cuda:N or mps)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: this torch ({torch.__version__}) sees no CUDA device")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"--device {name}: this torch ({torch.__version__}) has no MPS device")
+    elif device.type != "cpu":
+        raise ValueError(f"--device {name}: nnU-Net trains on cpu, cuda or mps")
+    return device
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", required=True, help="dataset id or name")
@@ -69,12 +92,15 @@ def main() -> None:
     ap.add_argument("--val-step", type=float, default=0.75,
                     help="sliding-window tile step of the final validation (nnU-Net's is 0.5; 0.75 needs about "
                          "40 %% fewer tiles on this CPU)")
+    ap.add_argument("--device", default=os.environ.get("TRAIN_DEVICE", "cpu"),
+                    help="cpu, cuda, cuda:N or mps (default: $TRAIN_DEVICE, else cpu)")
     ap.add_argument("--require-pseudo-dice", nargs="+", metavar="LABEL=VALUE", default=None,
                     help="floors on nnU-Net's pseudo Dice (mean of the last 5 epochs) per label, e.g. pancreas=0.3: "
                          "a run below one is moved aside and the script exits with status 3 (training/collapse.py)")
     a = ap.parse_args()
     try:
         floors = collapse.parse_floors(a.require_pseudo_dice)
+        device = training_device(a.device)
     except ValueError as e:
         ap.error(str(e))
 
@@ -97,7 +123,7 @@ def main() -> None:
     plans["continue_training"] = False  # as nnU-Net's run_training does
     cls = getattr(trainers, a.trainer)
     tr = cls(plans=plans, configuration=a.configuration, fold=a.fold, dataset_json=dataset_json,
-             device=torch.device("cpu"))
+             device=device)
     if a.epochs is not None:
         tr.num_epochs = a.epochs
     if a.iters is not None:
@@ -110,7 +136,7 @@ def main() -> None:
         tr.tumour_ce_weight = a.tumour_ce_weight
     if a.oversample is not None:
         tr.oversample_foreground_percent = a.oversample
-    tr.print_to_log_file(f"phantom schedule: {tr.num_epochs} epochs x {tr.num_iterations_per_epoch} iterations, "
+    tr.print_to_log_file(f"phantom schedule on {tr.device}: {tr.num_epochs} epochs x {tr.num_iterations_per_epoch} iterations, "
                          f"lr {tr.initial_lr}, tumour CE weight {tr.tumour_ce_weight}, foreground oversampling "
                          f"{tr.oversample_foreground_percent}, pretrained {a.pretrained}")
     final = join(tr.output_folder, "checkpoint_final.pth")
@@ -180,7 +206,7 @@ def main() -> None:
               "epochs": max(tr.num_epochs, tr.current_epoch),  # a checkpoint with more epochs is not cut back
               "iterations_per_epoch": tr.num_iterations_per_epoch, "lr": tr.initial_lr,
               "pretrained": a.pretrained, "mirrored_validation": bool(a.mirror_validation),
-              "validation_tile_step": a.val_step}
+              "validation_tile_step": a.val_step, "device": str(tr.device)}
     seeded = join(tr.output_folder, "seeded_from.json")
     if os.path.isfile(seeded):  # training/seed_from_shipped.py: the run's first epochs are a shipped member's
         timing["seeded_from"] = load_json(seeded)["seeded_from"]
