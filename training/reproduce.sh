@@ -224,7 +224,8 @@ step_export() {
     rm -rf "${REPO:?}/model_weights/${DS[$t]}"  # only this task's: the other task's shipped models stay
   done
   "$PY" "$HERE/export_weights.py" --dest "$REPO/model_weights" "${models[@]}"
-  "$PY" "$HERE/summarize.py" > "$HERE/results.md"
+  # the other task's rows stay when only one task was trained here (TASKS=2)
+  "$PY" "$HERE/summarize.py" --keep "$HERE/results.md" > "$HERE/results.md.new" && mv "$HERE/results.md.new" "$HERE/results.md"
 }
 
 # the fit's search per task: Task 2's maps have twice the live voxels (slower scoring), so a coarser grid

@@ -1,11 +1,18 @@
 """Markdown table of the phantom specialists: schedule, wall time, last pseudo Dice, out-of-fold Dice.
 
-    python training/summarize.py  (reads $nnUNet_results, $nnUNet_raw and $PANTHER_DATA/oof; source training/env.sh)
+    python training/summarize.py [--keep training/results.md]
+        (reads $nnUNet_results, $nnUNet_raw and $PANTHER_DATA/oof; source training/env.sh)
+
+--keep: the rows of a dataset with no trained run here are taken from that earlier table, so exporting one task
+(TASKS=2) does not drop the other task's rows.
 
 Out-of-fold Dice: each member's maps from training/predict_oof.py (fold k's model on fold k's validation
 cases, as the shipped ensemble runs it), the member's own argmax == tumour against labelsTr.
 """
 
+from __future__ import annotations
+
+import argparse
 import json
 import os
 from pathlib import Path
@@ -40,7 +47,26 @@ def oof_scores(oof: Path, labels_tr: Path) -> list[float]:
     return scores
 
 
+def kept_rows(table: Path | None) -> dict:
+    """dataset -> (training rows, out-of-fold rows) of an earlier summary (its two tables, in order)."""
+    kept: dict = {ds: ([], []) for ds in DATASETS}
+    if table is None or not table.is_file():
+        return kept
+    section = -1
+    for line in table.read_text().splitlines():
+        if line.startswith("| dataset |"):
+            section += 1
+        for ds in DATASETS:
+            if line.startswith(f"| {ds} |") and section in (0, 1):
+                kept[ds][section].append(line)
+    return kept
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--keep", type=Path, help="an earlier summary whose rows stand for datasets not trained here")
+    a = ap.parse_args()
+    kept = kept_rows(a.keep)
     res, raw = Path(os.environ["nnUNet_results"]), Path(os.environ["nnUNet_raw"])
     oof_root = Path(os.environ.get("PANTHER_DATA", "/work/data")) / "oof"
     rows = ["| dataset | member | trainer, plans | fold | epochs x iterations | train min | last pseudo Dice "
@@ -48,6 +74,7 @@ def main() -> None:
     oof_rows = ["| dataset | member | out-of-fold cases | tumour Dice (mean) | cases with tumour Dice >= 0.5 |",
                 "|---|---|---|---|---|"]
     for ds in DATASETS:
+        n_rows, n_oof = len(rows), len(oof_rows)
         for model in sorted((res / ds).glob("*__3d_fullres")):
             name = member_name(model)
             for fold in (0, 1):
@@ -66,6 +93,10 @@ def main() -> None:
             if scores:
                 oof_rows.append(f"| {ds} | {name} | {len(scores)} | {np.mean(scores):.3f} | "
                                 f"{sum(s >= 0.5 for s in scores)}/{len(scores)} |")
+        if len(rows) == n_rows and len(oof_rows) == n_oof:
+            # nothing of this dataset here: the earlier rows still describe its (shipped) members
+            rows += kept[ds][0]
+            oof_rows += kept[ds][1]
     print("\n".join(["# Phantom specialists", "", "Training (training/train_specialist.py; `train min` of a resumed "
                      "run counts the last run only):", ""] + rows +
                     ["", "Out-of-fold (training/predict_oof.py: the input of `fit`):", ""] + oof_rows))
