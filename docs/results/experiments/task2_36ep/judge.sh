@@ -14,7 +14,7 @@ OLD=$PANTHER_DATA/heldout/task2_s1160_12ep
 [ -d "$OLD/pred/fitted" ] || { echo "judge.sh: $OLD/pred/fitted: the 12-epoch masks are missing" >&2; exit 1; }
 "$PY" "$REPO/training/evaluate_heldout.py" --task 2 --seeds 1160-1179 --work "$NEW" --threads "${THREADS:-2}" \
   --members-spec "$REPO/docs/results/fit_task2/base.json" --spec "$REPO/resources/task2.json" \
-  --out "$HERE/heldout_seeds1160-1179"
+  --out "$REPO/docs/results/heldout_task2_seeds1160-1179"
 # the same phantoms, or the comparison means nothing
 diff -r -q "$NEW/gt" "$OLD/gt"
 "$NNUNET_BIN/panther-ensemble" evaluate --pred "$NEW/pred/fitted" "$OLD/pred/fitted" --names fitted_36ep fitted_12ep \
