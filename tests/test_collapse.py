@@ -138,6 +138,7 @@ def test_reproduce_retries_a_network_that_did_not_learn_and_stops_after_its_trie
     assert all("--require-pseudo-dice pancreas=0.3" in c for c in stage1)
     assert "--require-pseudo-dice tumor=0.1" in calls[-1] and "TumourFocus" in calls[-1]
     assert all("--device cpu" in c for c in calls)  # reproduce.sh's DEVICE, cpu unless asked
+    assert not any("--lr" in c for c in calls)  # stage 2 at the trainer's own learning rate unless P2_LR
 
     (tmp_path / "b").mkdir()
     run, calls = _reproduce(tmp_path / "b", 99, 2, "pretrain", "train")
@@ -155,6 +156,11 @@ def test_reproduce_retries_a_network_that_did_not_learn_and_stops_after_its_trie
     run, calls = _reproduce(tmp_path / "d", 0, 1, "train", DEVICE="cuda")
     assert run.returncode == 0, run.stderr
     assert len(calls) == 6 and all("--device cuda" in c for c in calls)
+
+    (tmp_path / "e").mkdir()  # the stage-2 remedy to try: its learning rate, and only stage 2's
+    run, calls = _reproduce(tmp_path / "e", 0, 1, "pretrain", P2_LR="0.005")
+    assert run.returncode == 0, run.stderr
+    assert len(calls) == 2 and "--lr" not in calls[0] and "TumourFocus" in calls[1] and "--lr 0.005" in calls[1]
 
 
 def _train_tiny(env: dict, *floors: str) -> subprocess.CompletedProcess:

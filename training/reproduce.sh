@@ -47,6 +47,8 @@ LOGS=$PANTHER_DATA/logs
 PE="$NNUNET_BIN/panther-ensemble"
 P_EPOCHS=${P_EPOCHS:-60}    # x 50 iterations: pre-training stage 1 (anatomy), both looks
 P2_EPOCHS=${P2_EPOCHS:-24}  # x 50 iterations: pre-training stage 2 (tumour focus), from stage 1
+P2_LR=${P2_LR:-}            # stage 2's initial learning rate (empty: the trainer's 0.01); the untried remedy of
+                            # training/README.md "A rebuild that did not learn" is P2_LR=0.005 (the specialists')
 T_EPOCHS=${T_EPOCHS:-36}    # x 50 iterations: each specialist fold, from the pre-trained network (a finished
                             # shorter run is extended from its checkpoint_final)
 T_LR=${T_LR:-0.005}
@@ -185,7 +187,8 @@ step_pretrain() {
     --fold all --epochs "$P_EPOCHS" --skip-validation
   stamp "pre-training stage 2 (tumour focus) on ${DS[0]}"
   OMP_NUM_THREADS=$threads learn "$LOGS/pretrain2_903.log" tumor=0.1 --dataset 903 \
-    --trainer nnUNetTrainerPhantomTumourFocus --fold all --epochs "$P2_EPOCHS" --pretrained "$PRE1" --skip-validation
+    --trainer nnUNetTrainerPhantomTumourFocus --fold all --epochs "$P2_EPOCHS" ${P2_LR:+--lr "$P2_LR"} \
+    --pretrained "$PRE1" --skip-validation
 }
 
 step_train() {
