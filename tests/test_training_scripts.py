@@ -353,3 +353,23 @@ def test_fold_shift_fold_runs_and_apply_to(tmp_path, capsys):
     assert said.startswith(spec_doc["description"]) and said.count("Decision threshold moved from the fitted 0.60 to 0.48") == 1
     with pytest.raises(SystemExit, match="give --fold-maps and --ensemble-maps, or --work"):
         fold_shift.main(["--spec", str(fitted), "--out", str(tmp_path / "s.json")])
+
+
+@pytest.mark.parametrize("task", [1, 2])
+def test_shipped_spec_description_names_the_members_it_has_and_those_fitted_to_zero(task):
+    """The fit writes the description; a member the fit weighted 0 is not in the spec and must not be named as
+    one of its specialists (Task 2's said "default, DA5, iso" with DA5 gone)."""
+    sys.path.insert(0, str(REPO / "training"))
+    try:
+        from fit_default import describe_members
+    finally:
+        sys.path.remove(str(REPO / "training"))
+    shipped = json.loads((REPO / "resources" / f"task{task}.json").read_text())
+    base = json.loads((REPO / "docs" / "results" / f"fit_task{task}" / "base.json").read_text())
+    offered = [m["name"] for m in base["members"]]
+    kept = [m["name"] for m in shipped["members"]]
+    said = describe_members(shipped, offered)
+    assert shipped["description"].startswith(f"Default Task {task} ensemble: {said} of ")
+    for name in offered:
+        assert (name in kept) == (f"gave {name}" not in said) and name in said
+    assert describe_members({"members": [{"name": "a"}]}, ["a", "b", "c"]) == "a specialist (the fit gave b, c weight 0)"

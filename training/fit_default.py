@@ -39,6 +39,16 @@ def base_spec(task: int, members: list[str]) -> dict:
                          "mirroring": False, "resampling": "fast"} for n in members]}
 
 
+def describe_members(fitted: dict, offered: list[str]) -> str:
+    """The members the fitted spec kept, and those the fit offered but weighted 0 (a spec lists only the kept)."""
+    kept = [m["name"] for m in fitted["members"]]
+    dropped = [n for n in offered if n not in kept]
+    said = f"{' and '.join(kept) if len(kept) <= 2 else ', '.join(kept)} specialist{'s' if len(kept) > 1 else ''}"
+    if dropped:
+        said += f" (the fit gave {', '.join(dropped)} weight 0)"
+    return said
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", type=int, choices=(1, 2), required=True)
@@ -75,7 +85,7 @@ def main() -> int:
     shutil.copy2(a.work / "base.json", a.report / "base.json")
     (a.report / "command.txt").write_text(" ".join(cmd).replace(str(a.work), "$WORK") + "\n")
     fitted = json.loads((a.work / "fit" / "spec.json").read_text())
-    fitted["description"] = (f"Default Task {a.task} ensemble: {', '.join(members)} specialists of "
+    fitted["description"] = (f"Default Task {a.task} ensemble: {describe_members(fitted, members)} of "
                              f"{DATASETS[a.task]}; weights, decision and post-processing fitted by `panther-ensemble "
                              f"fit` on their out-of-fold maps (docs/results/fit_task{a.task}). {NOTE}")
     spec = parse_spec(fitted, "fitted spec")

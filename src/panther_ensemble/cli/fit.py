@@ -30,7 +30,7 @@ comparison) and tradeoff.png. Details: docs/FITTING.md."""
 
 EPILOG = """\
 examples:
-  panther-ensemble fit --base-spec resources/task1.json --model-dir nnUNet_results/Dataset901_X \\
+  panther-ensemble fit --base-spec resources/task1.json --model-dir nnUNet_results \\
       --gt nnUNet_raw/Dataset901_X/labelsTr --out fits/task1
   panther-ensemble fit --base-spec my_spec.json --oof DA5=probs/DA5 default=probs/default --gt labels/ \\
       --out fits/mine --objective weighted --metric-weights hd95=5,masd=5"""
