@@ -183,6 +183,8 @@ def test_two_fold_splits_are_the_sorted_halves_and_predict_oof_uses_them_without
 @pytest.mark.parametrize("models,steps,message", [
     ("shipped", ["data", "train", "oof"], "step 'train' builds models"),
     ("shipped", ["export"], "step 'export' builds models"),
+    ("shipped", ["seed", "oof"], "step 'seed' builds models"),
+    ("trained", ["data", "trian", "oof"], "unknown step 'trian'"),
     ("pretrained", ["oof"], "MODELS must be 'trained' or 'shipped'"),
 ])
 def test_reproduce_refuses_to_build_models_when_told_to_score_the_shipped_ones(tmp_path, models, steps, message):
@@ -242,6 +244,31 @@ def test_reproduce_pretrains_on_every_core_and_trains_folds_on_one_each(tmp_path
     assert len(pretrain) == 2 and len(folds) == 6  # two stages; 3 members x 2 folds
     assert {c[-1] for c in pretrain} == {f"OMP_NUM_THREADS={len(os.sched_getaffinity(0))}"}
     assert {c[-1] for c in folds} == {"OMP_NUM_THREADS=1"}  # two folds side by side: one core each
+
+
+def test_reproduce_seed_writes_each_shipped_fold_once_and_before_training(tmp_path):
+    """`seed` (named only: the rebuild from an empty folder trains from the pre-trained network) seeds every fold
+    of the tasks asked for from model_weights/, leaves a fold that has any checkpoint (seeded, trained or
+    running), and runs before `train` whatever order the steps are named in."""
+    results = tmp_path / "data" / "nnUNet_results" / "Dataset901_PhantomT1"
+    running = results / "nnUNetTrainerPhantomDA5__nnUNetPlansPhantom__3d_fullres" / "fold_1"
+    running.mkdir(parents=True)
+    (running / "checkpoint_latest.pth").write_bytes(b"")
+    calls, log = _recorded_calls(tmp_path, "1", "train", "seed")
+    seeded = [c for c in calls if "seed_from_shipped.py" in c[0]]
+    expected = {(f"{REPO}/model_weights/Dataset901_PhantomT1/{m}", f) for m in
+                ("nnUNetTrainerPhantom__nnUNetPlansPhantom__3d_fullres",
+                 "nnUNetTrainerPhantomDA5__nnUNetPlansPhantom__3d_fullres",
+                 "nnUNetTrainerPhantom__nnUNetPlansPhantomIso__3d_fullres") for f in "01"}
+    expected.discard((f"{REPO}/model_weights/Dataset901_PhantomT1/{running.parent.name}", "1"))
+    assert {(c[1], _arg(c, "--folds")) for c in seeded} == expected and len(seeded) == 5
+    assert all(Path(c[1]).is_dir() for c in seeded)  # the shipped members exist where seed looks
+    assert "Task 1 DA5 fold 1: has a checkpoint (seeded or trained): left alone" in log
+    first_training = next(i for i, c in enumerate(calls) if "train_specialist.py" in c[0])
+    assert max(i for i, c in enumerate(calls) if "seed_from_shipped.py" in c[0]) < first_training
+    (tmp_path / "default").mkdir()  # the default steps (the rebuild) never seed
+    assert not [c for c in _recorded_calls(tmp_path / "default", "1", "pretrain", "train")[0]
+                if "seed_from_shipped.py" in c[0]]
 
 
 def test_timings_records_runs_and_leaves_out_a_step_that_had_nothing_to_do(tmp_path):

@@ -8,6 +8,10 @@
 #             and preprocessing with each
 #   pretrain  one network on both looks (Dataset903, fold all), in two stages: anatomy (nnU-Net's loss), then
 #             tumour focus (tumour cross-entropy weight 4, more foreground patches); every specialist starts from it
+#   seed      (only when named) each fold of the shipped model_weights/ written into $nnUNet_results as a run
+#             stopped at its epoch (training/seed_from_shipped.py), so that train goes on from the shipped members
+#             instead of from the pre-trained network: T_EPOCHS=60 TASKS=1 training/reproduce.sh seed train ...
+#             (a fold that already has a checkpoint is left alone)
 #   train     per task: default (plans A), DA5 (plans A), iso (default augmentation, plans B); folds 0 and 1
 #   oof       out-of-fold probability maps of every member (fold k's model on fold k's validation cases,
 #             with our engine, as the shipped ensemble runs it)
@@ -59,10 +63,17 @@ SHIFT_SEEDS=${SHIFT_SEEDS:-1300-1309}  # unlabeled use only (the shift step neve
 TASKS=${TASKS:-1 2}         # the tasks that train ... samples work on, e.g. TASKS=1 to finish Task 1 first
 DEVICE=${DEVICE:-cpu}       # where training and maps run: cpu, or cuda on a GPU machine (train_specialist.py --device)
 MODELS=${MODELS:-trained}   # trained: the members in $nnUNet_results; shipped: the members in model_weights/
-ALL="data plan pretrain train oof export fit shift heldout baseline samples"
+ORDER="data plan pretrain seed train oof export fit shift heldout baseline samples"
+ALL="data plan pretrain train oof export fit shift heldout baseline samples"  # the rebuild from an empty folder
 STEPS=${*:-$ALL}
+for s in $STEPS; do  # a misspelt step would otherwise be skipped without a word
+  if [[ " $ORDER " != *" $s "* ]]; then
+    echo "reproduce.sh: unknown step '$s' (the steps: $ORDER)" >&2
+    exit 2
+  fi
+done
 if [ "$MODELS" = shipped ]; then
-  for s in plan pretrain train export; do
+  for s in plan pretrain seed train export; do
     if [[ " $STEPS " == *" $s "* ]]; then
       echo "reproduce.sh: MODELS=shipped scores the committed model_weights/; step '$s' builds models (leave it out)" >&2
       exit 2
@@ -191,6 +202,27 @@ step_pretrain() {
     --pretrained "$PRE1" --skip-validation
 }
 
+step_seed() {
+  local t m f src out
+  for t in $TASKS; do
+    for m in $MEMBERS; do
+      src=$REPO/model_weights/${DS[$t]}/${TRAINER[$m]}__${PLANS[$m]}__3d_fullres
+      for f in 0 1; do
+        out=$(model_dir "$t" "$m")/fold_$f
+        if compgen -G "$out/checkpoint_*.pth" > /dev/null; then
+          stamp "Task $t $m fold $f: has a checkpoint (seeded or trained): left alone"
+          continue
+        fi
+        stamp "Task $t $m fold $f: seeded from $src"
+        "$PY" "$HERE/seed_from_shipped.py" "$src" --folds "$f" >> "$LOGS/seed_t${t}_$m.log" 2>&1 || {
+          echo "reproduce.sh: seeding Task $t $m fold $f from $src failed (log: $LOGS/seed_t${t}_$m.log)" >&2
+          exit 1
+        }
+      done
+    done
+  done
+}
+
 step_train() {
   local t m f pids
   for t in $TASKS; do
@@ -311,7 +343,7 @@ step_samples() {
 
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 START=$(date +%s)
-for s in $ALL; do
+for s in $ORDER; do
   if has "$s"; then timed "$s"; fi
 done
 stamp "done in $(( ($(date +%s) - START) / 60 )) min"
