@@ -188,10 +188,19 @@ def test_two_fold_splits_are_the_sorted_halves_and_predict_oof_uses_them_without
     ("pretrained", ["oof"], "MODELS must be 'trained' or 'shipped'"),
 ])
 def test_reproduce_refuses_to_build_models_when_told_to_score_the_shipped_ones(tmp_path, models, steps, message):
+    # stand-ins for the interpreter and panther-ensemble: a script that failed to refuse must not start real work
+    # (phantom generation in background processes that would outlive the test)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("python", "panther-ensemble"):
+        (bin_dir / name).write_text(f'#!/bin/sh\necho "{name} $@" >> {tmp_path / "calls.txt"}\n')
+        (bin_dir / name).chmod(0o755)
     run = subprocess.run(["bash", str(REPO / "training" / "reproduce.sh"), *steps], capture_output=True, text=True,
                          timeout=60, env=dict(os.environ, MODELS=models, PANTHER_DATA=str(tmp_path / "data"),
-                                              TMPDIR=str(tmp_path)))
+                                              TMPDIR=str(tmp_path), PY=str(bin_dir / "python"),
+                                              NNUNET_BIN=str(bin_dir)))
     assert run.returncode == 2 and message in run.stderr, run.stderr
+    assert not (tmp_path / "calls.txt").exists()
     assert "generating" not in run.stdout and not (tmp_path / "data" / "nnUNet_raw" / "Dataset901_PhantomT1").exists()
 
 
