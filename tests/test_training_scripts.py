@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from helpers_path import write_script
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "data" / "real_trainer_model" / "nnUNetTrainerPhantom__nnUNetPlansTiny__3d_fullres"
@@ -191,10 +192,8 @@ def test_reproduce_refuses_to_build_models_when_told_to_score_the_shipped_ones(t
     # stand-ins for the interpreter and panther-ensemble: a script that failed to refuse must not start real work
     # (phantom generation in background processes that would outlive the test)
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
     for name in ("python", "panther-ensemble"):
-        (bin_dir / name).write_text(f'#!/bin/sh\necho "{name} $@" >> {tmp_path / "calls.txt"}\n')
-        (bin_dir / name).chmod(0o755)
+        write_script(bin_dir / name, f'#!/bin/sh\necho "{name} $@" >> {tmp_path / "calls.txt"}\n')
     run = subprocess.run(["bash", str(REPO / "training" / "reproduce.sh"), *steps], capture_output=True, text=True,
                          timeout=60, env=dict(os.environ, MODELS=models, PANTHER_DATA=str(tmp_path / "data"),
                                               TMPDIR=str(tmp_path), PY=str(bin_dir / "python"),

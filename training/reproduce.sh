@@ -64,7 +64,7 @@ TASKS=${TASKS:-1 2}         # the tasks that train ... samples work on, e.g. TAS
 DEVICE=${DEVICE:-cpu}       # where training and maps run: cpu, or cuda on a GPU machine (train_specialist.py --device)
 MODELS=${MODELS:-trained}   # trained: the members in $nnUNet_results; shipped: the members in model_weights/
 ORDER="data plan pretrain seed train oof export fit shift heldout baseline samples"
-ALL="data plan pretrain train oof export fit shift heldout baseline samples"  # the rebuild from an empty folder
+ALL=${ORDER/ seed/}          # the rebuild from an empty folder: every step but seed
 STEPS=${*:-$ALL}
 for s in $STEPS; do  # a misspelt step would otherwise be skipped without a word
   if [[ " $ORDER " != *" $s "* ]]; then
@@ -206,7 +206,7 @@ step_seed() {
   local t m f src out
   for t in $TASKS; do
     for m in $MEMBERS; do
-      src=$REPO/model_weights/${DS[$t]}/${TRAINER[$m]}__${PLANS[$m]}__3d_fullres
+      src=$(MODELS=shipped model_dir "$t" "$m")
       for f in 0 1; do
         out=$(model_dir "$t" "$m")/fold_$f
         if compgen -G "$out/checkpoint_*.pth" > /dev/null; then
