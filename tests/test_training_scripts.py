@@ -367,7 +367,8 @@ def test_fold_shift_fold_runs_and_apply_to(tmp_path, capsys):
         fold_shift.fold_runs(raw, Path("x.json"))
 
     # --apply-to on maps made before (the shift of the test above: 0.60 -> 0.48)
-    spec_doc = json.loads((REPO / "docs" / "results" / "fit_task1" / "spec.json").read_text())  # t = 0.6, as fitted
+    spec_doc = json.loads((REPO / "docs" / "results" / "fit_task1" / "spec.json").read_text())
+    spec_doc["decision"] = {"rule": "threshold", "threshold": 0.6}  # as fitted (a fit may choose argmax instead)
     fitted, shipped = tmp_path / "fitted.json", tmp_path / "shipped.json"
     fitted.write_text(json.dumps(spec_doc))
     shipped.write_text(json.dumps(spec_doc, indent=2) + "\n")
@@ -388,6 +389,17 @@ def test_fold_shift_fold_runs_and_apply_to(tmp_path, capsys):
     assert said.startswith(spec_doc["description"]) and said.count("Decision threshold moved from the fitted 0.60 to 0.48") == 1
     with pytest.raises(SystemExit, match="give --fold-maps and --ensemble-maps, or --work"):
         fold_shift.main(["--spec", str(fitted), "--out", str(tmp_path / "s.json")])
+
+    # a fit that chose argmax: nothing to transfer, said in --out (over a stale transfer), the shipped spec untouched
+    spec_doc["decision"] = {"rule": "argmax"}
+    fitted.write_text(json.dumps(spec_doc))
+    before = shipped.read_text()
+    assert fold_shift.main(["--spec", str(fitted), "--task", "1", "--seeds", "1300", "--work", str(tmp_path / "never"),
+                            "--out", str(tmp_path / "s.json"), "--apply-to", str(shipped)]) == 0
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert doc["decision"] == "argmax" and doc["t_transferred"] is None and "nothing to transfer" in doc["note"]
+    assert shipped.read_text() == before and not (tmp_path / "never").exists()  # no maps made for nothing
+    assert "not a threshold: nothing to transfer" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("task", [1, 2])

@@ -128,7 +128,16 @@ def main(argv=None) -> int:
 
     spec = load_spec(a.spec)
     if spec.decision.rule != "threshold":
-        raise SystemExit(f"error: {a.spec}: decision is {spec.decision.rule!r}, not a threshold")
+        # argmax has no parameter to move: the fit chose it on one-fold maps and the fold ensemble keeps it.
+        # Said in --out (a stale transfer from an earlier fit must not stay there) and the shipped spec is left as is.
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps({"spec": str(a.spec), "decision": spec.decision.rule, "t": None,
+                                     "t_transferred": None,
+                                     "note": f"the fitted decision is {spec.decision.rule}, not a threshold: "
+                                             "nothing to transfer, the shipped spec is left as fitted"}, indent=1) + "\n")
+        print(f"{a.spec}: the fitted decision is {spec.decision.rule!r}, not a threshold: nothing to transfer"
+              + (f"; {a.apply_to} left as it is" if a.apply_to is not None else ""))
+        return 0
     if a.work is not None:
         if a.task is None or a.seeds is None or a.fold_maps or a.ensemble_maps:
             raise SystemExit("error: --work makes the maps: give --task and --seeds, not --fold-maps/--ensemble-maps")
