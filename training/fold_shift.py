@@ -108,6 +108,11 @@ def make_maps(spec_path: Path, task: int, seeds: str, work: Path, threads: int,
     return [work / name / "maps" for name, _ in runs[:-1]], work / "ensemble" / "maps"
 
 
+def write_result(path: Path, doc: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--spec", type=Path, required=True,
@@ -130,11 +135,9 @@ def main(argv=None) -> int:
     if spec.decision.rule != "threshold":
         # argmax has no parameter to move: the fit chose it on one-fold maps and the fold ensemble keeps it.
         # Said in --out (a stale transfer from an earlier fit must not stay there) and the shipped spec is left as is.
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps({"spec": str(a.spec), "decision": spec.decision.rule, "t": None,
-                                     "t_transferred": None,
-                                     "note": f"the fitted decision is {spec.decision.rule}, not a threshold: "
-                                             "nothing to transfer, the shipped spec is left as fitted"}, indent=1) + "\n")
+        write_result(a.out, {"spec": str(a.spec), "decision": spec.decision.rule, "t": None, "t_transferred": None,
+                             "note": f"the fitted decision is {spec.decision.rule}, not a threshold: "
+                                     "nothing to transfer, the shipped spec is left as fitted"})
         print(f"{a.spec}: the fitted decision is {spec.decision.rule!r}, not a threshold: nothing to transfer"
               + (f"; {a.apply_to} left as it is" if a.apply_to is not None else ""))
         return 0
@@ -167,8 +170,7 @@ def main(argv=None) -> int:
            "ensemble_volumes_voxels": ens_v.tolist(), **result,
            "median_ensemble_over_fold_volume_at_t": float(ratio_t),
            "median_ensemble_at_t_transferred_over_fold_volume_at_t": float(ratio_tp)}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(doc, indent=1) + "\n")
+    write_result(a.out, doc)
     print(f"threshold {result['t']:.2f} on one fold's maps ~ {result['t_transferred']:.2f} on the fold ensemble "
           f"({result['images_used']} images; median ensemble/fold volume {ratio_t:.3f} at {result['t']:.2f}, "
           f"{ratio_tp:.3f} at {result['t_transferred']:.2f})")
