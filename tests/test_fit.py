@@ -70,8 +70,10 @@ def _grid(shape, spacing):
 
 
 def make_case(rng, shape=SMALL, spacing=SPACING, kinds=("over", "under", "fp"), tumour=True, far_blob=False,
-              clean=False):
-    """Ground-truth labels (z, y, x) and {kind: (3, z, y, x) float32 probabilities (bg, tumour, pancreas)}."""
+              clean=False, diffuse_blob=False):
+    """Ground-truth labels (z, y, x) and {kind: (3, z, y, x) float32 probabilities (bg, tumour, pancreas)}.
+    diffuse_blob: every member also sees a false tumour larger than the true one but less sure (P 0.6 at most),
+    in the corner opposite the pancreas (no random draw: the other cases stay as they were)."""
     z, y, x = _grid(shape, spacing)
     ext = np.array(shape) * np.array(spacing)
     pc = ext * np.array([0.5, 0.55, 0.6]) + rng.uniform(-0.05, 0.05, 3) * ext
@@ -101,6 +103,10 @@ def make_case(rng, shape=SMALL, spacing=SPACING, kinds=("over", "under", "fp"), 
             for c, br in blobs:
                 db = np.sqrt((z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2) - br
                 pt = np.maximum(pt, 0.9 * _sig(-db / s))
+        if diffuse_blob:
+            c = ext * np.array([0.5, 0.2, 0.2])
+            db = np.sqrt((z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2) - 1.6 * r
+            pt = np.maximum(pt, 0.6 * _sig(-db / s))
         pp_raw = _sig(-dp / s) * (0.42 if kind == "weak" else 0.95)
         pt = np.where(pt < 1e-4, 0, pt).astype(np.float32)  # exact zeros far away, as a softmax in float32 nearly has
         pp = np.where(pp_raw < 1e-4, 0, pp_raw * (1.0 - pt)).astype(np.float32)
@@ -207,7 +213,7 @@ def _reference_metrics(root, names, cand, cid, tumor="tumor", pancreas="pancreas
         acc.add(names[k], p, LABELS, [(0, s) for s in gt.shape], cand.weights[k], cw)
     P = acc.probabilities()
     mask = decide(P, labels, tumor, cand.rule, cand.threshold).numpy()
-    rules = PostprocessSpec(*cand.pp[:3], bool(cand.pp[3]))
+    rules = PostprocessSpec(*cand.pp[:3], bool(cand.pp[3]), cand.pp[4])
     out = apply_rules(mask, P, labels, SimpleNamespace(postprocess=rules, tumor_label=tumor, pancreas_label=pancreas),
                       spacing)
     m = case_metrics(out, gt, spacing)
@@ -221,10 +227,11 @@ def test_cropping_changes_no_metric(tmp_path):
     # case 4: nothing anywhere (a one-voxel crop)
     root = make_dataset(tmp_path, 5, names, seed=3, shape=(24, 64, 64),
                         extra={0: {"tumour": False, "far_blob": True}, 1: {"far_blob": True},
-                               4: {"tumour": False, "clean": True}})
+                               2: {"diffuse_blob": True}, 4: {"tumour": False, "clean": True}})
     space = fit.SearchSpace.build(3, weight_step=0.5, thresholds=(0.35,), tumour_factors=(3.0,),
                                   min_volumes=(None, 80.0), keep_largest=(None, 1), max_distances=(None, 0.0, 6.0),
-                                  never_empty=(None, True), top_k=0)
+                                  never_empty=(None, True), top_k=0, keep_most_confident=(None, 1))
+    assert not any(p[1] is not None and p[4] is not None for p in space.pp_grid)  # the spec allows one of the two
     cropped = load(root, names, space)
     full = load(root, names, space, crop=False)
     c0 = cropped.cases[0]
@@ -249,9 +256,18 @@ def test_cropping_changes_no_metric(tmp_path):
             if ci == 0 and c.pp[2] is not None:
                 gated_blob_dropped.add(ref[4] == 0.0)
     assert gated_blob_dropped == {True, False}  # gating removes the far blob for some weightings, not others
+    # keep-most-confident, through the engine's path too, and choosing another component than keep-largest somewhere
+    confident = [c for c in cands if c.pp[4] is not None]
+    for c in confident[::7]:
+        for ci in range(5):
+            assert _reference_metrics(root, names, c, cropped.cases[ci].cid) == tuple(ev_c.metrics[c][ci]), \
+                (c.label(names), cropped.cases[ci].cid)
+    differs = [c for c in confident if not np.array_equal(
+        ev_c.metrics[c], ev_c.metrics[replace(c, pp=(c.pp[0], c.pp[4]) + c.pp[2:4] + (None,))])]
+    assert differs, "the test must have a case where the most confident component is not the largest"
     # the never-empty fallback must have brought back a mask that the other rules had emptied
     refilled = [c for c in cands if c.pp[3] and not np.array_equal(ev_c.metrics[c], ev_c.metrics[replace(
-        c, pp=c.pp[:3] + (None,))])]
+        c, pp=c.pp[:3] + (None,) + c.pp[4:])])]
     assert refilled, "the test must exercise the never-empty fallback"
 
 
@@ -280,7 +296,7 @@ def test_cropping_is_exact_for_never_empty_without_an_argmax_decision(tmp_path):
             for ci in range(4):
                 ref = _reference_metrics(root, names, c, cropped.cases[ci].cid)
                 assert ref == tuple(ev_c.metrics[c][ci]), (c.label(names), cropped.cases[ci].cid)
-                off = tuple(ev_c.metrics[replace(c, pp=c.pp[:3] + (None,))][ci])
+                off = tuple(ev_c.metrics[replace(c, pp=c.pp[:3] + (None,) + c.pp[4:])][ci])
                 refilled += ref != off
     assert refilled, "some threshold or volume rule must have emptied a mask that the fallback refilled"
 
@@ -363,7 +379,7 @@ def test_an_exact_tie_goes_to_the_never_empty_fallback(tmp_path):
     with_fallback, ev = chosen((True, None))
     without, _ = chosen((None,))
     assert with_fallback.pp[3] is True and without.pp[3] is None
-    assert replace(with_fallback, pp=with_fallback.pp[:3] + (None,)) == without
+    assert replace(with_fallback, pp=with_fallback.pp[:3] + (None,) + with_fallback.pp[4:]) == without
     np.testing.assert_array_equal(ev.metrics[with_fallback], ev.metrics[without])
 
 
@@ -469,6 +485,25 @@ def _error_line(capsys, argv) -> str:
     return err
 
 
+def test_fit_keeps_the_most_confident_component_when_a_larger_false_one_is_less_sure(tmp_path):
+    """Every case has a false tumour larger than the true one but less sure: keep-largest keeps the false one,
+    keep-most-confident the true one. The fit must choose the latter, and its spec must carry it."""
+    names = ["over", "under"]
+    root = make_dataset(tmp_path, 8, names, seed=2, extra={i: {"diffuse_blob": True} for i in range(8)})
+    out = tmp_path / "out"
+    rc = cli.main(fit_args(root, names, out, "--weight-step", "0.5", "--thresholds", "0.5", "--min-volumes", "off",
+                           "--keep-largest", "off,1", "--keep-most-confident", "off,1", "--max-distances", "off",
+                           "--never-empty", "off", "--folds", "2"))
+    assert rc == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["chosen"]["postprocess"]["keep_most_confident"] == 1, rep["chosen"]
+    assert rep["chosen"]["postprocess"]["keep_largest"] is None
+    assert rep["search_space"]["postprocess_axes"]["keep_most_confident"] == ["off", 1]
+    spec = load_spec(out / "spec.json")
+    assert spec.postprocess.keep_most_confident == 1 and spec.postprocess.keep_largest is None
+    assert "keep_most_confident" in (out / "report.md").read_text()
+
+
 def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
     names = ["over", "under"]
     root = make_dataset(tmp_path / "d", 3, names, seed=6)
@@ -519,6 +554,10 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
     assert "fold_*/validation" in _error_line(capsys, fit_args(root, names, out)[:-1] + [f"under={tmp_path / 'm'}"])
     assert "--metric-weights" in _error_line(capsys, fit_args(root, names, out, "--metric-weights", "dice=x"))
     assert "--weight-step" in _error_line(capsys, fit_args(root, names, out, "--weight-step", "0.3"))
+    assert "--keep-most-confident: must be whole numbers" in _error_line(
+        capsys, fit_args(root, names, out, "--keep-most-confident", "off,1.5"))
+    assert "--keep-most-confident: must be >= 1" in _error_line(
+        capsys, fit_args(root, names, out, "--keep-most-confident", "0"))
     assert not out.exists()
 
 

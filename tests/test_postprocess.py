@@ -118,3 +118,64 @@ def test_apply_rules_runs_the_fallback_after_every_other_rule():
     assert components(out) == [120]
     out = apply_rules(argmax, probs, labels, spec(max_distance_to_pancreas_mm=1.0, never_empty=True), SPACING)
     assert components(out) == [50]  # the gate left A: no fallback
+
+
+def _peaks(t, values):
+    """A P(tumour) map on the scene: each component of `t` at its own level, one voxel of it at its peak."""
+    import cc3d
+
+    comps = cc3d.connected_components(t, connectivity=26)
+    p = np.zeros(t.shape, np.float32)
+    for i, (level, peak) in enumerate(values, start=1):
+        p[comps == i] = level
+        p[tuple(np.argwhere(comps == i)[0])] = peak
+    return comps, p
+
+
+def test_keep_most_confident_ranks_components_by_peak_probability_not_volume():
+    t, pancreas = scene()
+    comps, _ = _peaks(t, [(0, 0)] * 3)
+    sizes = {i: int((comps == i).sum()) for i in (1, 2, 3)}
+    # C (120 voxels) is the largest but diffuse; A (50) holds the single most confident voxel; B (4) next
+    by_size = {v: k for k, v in sizes.items()}
+    levels = {by_size[120]: (0.55, 0.60), by_size[50]: (0.55, 0.97), by_size[4]: (0.90, 0.91)}
+    _, p = _peaks(t, [levels[i] for i in (1, 2, 3)])
+    assert components(postprocess(t, SPACING, keep_largest=1)) == [120]
+    assert components(postprocess(t, SPACING, keep_most_confident=1, tumor_probability=p)) == [50]
+    assert components(postprocess(t, SPACING, keep_most_confident=2, tumor_probability=p)) == [4, 50]
+    # the other rules choose first: without A (next to nothing but the volume filter) B and C remain, B is surer
+    out = postprocess(t, SPACING, keep_most_confident=1, tumor_probability=p, min_volume_mm3=200)
+    assert components(out) == [120]
+    out = postprocess(t, SPACING, pancreas, keep_most_confident=1, tumor_probability=p, max_distance_to_pancreas_mm=20)
+    assert components(out) == [50]
+    # equal peaks: the larger component wins
+    _, flat = _peaks(t, [(0.8, 0.8)] * 3)
+    assert components(postprocess(t, SPACING, keep_most_confident=1, tumor_probability=flat)) == [120]
+
+
+def test_keep_most_confident_needs_the_map_and_excludes_keep_largest():
+    import pytest
+
+    t, _ = scene()
+    with pytest.raises(ValueError, match="tumour probability map"):
+        postprocess(t, SPACING, keep_most_confident=1)
+    with pytest.raises(ValueError, match="tumour probability map"):
+        postprocess(t, SPACING, keep_most_confident=1, tumor_probability=np.zeros((2, 2, 2), np.float32))
+    with pytest.raises(ValueError, match="exclude each other"):
+        postprocess(t, SPACING, keep_largest=1, keep_most_confident=1, tumor_probability=np.zeros(t.shape))
+    assert not postprocess(np.zeros_like(t), SPACING, keep_most_confident=1).any()  # nothing to rank: no map needed
+
+
+def test_apply_rules_keeps_the_most_confident_component_from_the_weighted_probabilities():
+    t, pancreas = scene()
+    labels = ["background", "pancreas", "tumor"]
+    probs = _probabilities(t, pancreas, 0.7)
+    comps, _ = _peaks(t, [(0, 0)] * 3)
+    small = comps == comps[6, 30, 30]  # B, 4 voxels
+    probs[:, torch.from_numpy(small)] = torch.tensor([0.02, 0.02, 0.96])[:, None]
+    spec = SimpleNamespace(postprocess=PostprocessSpec(keep_most_confident=1), tumor_label="tumor",
+                           pancreas_label="pancreas")
+    mask = (probs[2] >= 0.5).numpy()
+    assert components(apply_rules(mask, probs, labels, spec, SPACING)) == [4]
+    # the engine may hold the map in float16 (GPU AMP): the same choice
+    assert components(apply_rules(mask, probs.half(), labels, spec, SPACING)) == [4]

@@ -89,6 +89,9 @@ def mutate(path, value):
     (["decision", "threshold"], 1.5, "decision.threshold"),
     (["decision"], {"rule": "threshold"}, "decision.threshold"),
     (["postprocess", "keep_largest"], 0, "postprocess.keep_largest"),
+    (["postprocess", "keep_most_confident"], 0, "postprocess.keep_most_confident"),
+    (["postprocess", "keep_most_confident"], 1.5, "postprocess.keep_most_confident"),
+    (["postprocess", "keep_most_confident"], 1, "postprocess.keep_most_confident"),  # the base keeps the largest 2
     (["postprocess", "min_volume_mm3"], -5, "postprocess.min_volume_mm3"),
     (["postprocess", "never_empty"], "yes", "postprocess.never_empty"),
     (["postprocess", "never_empty"], 1, "postprocess.never_empty"),
@@ -129,3 +132,16 @@ def test_shipped_specs_are_valid():
         spec = load_spec(p)
         assert spec.task == int(p.stem[-1])
         assert json.loads(p.read_text())["version"] == 1
+
+
+def test_keep_most_confident_round_trips_in_place_of_keep_largest(tmp_path):
+    raw = dict(GOOD, postprocess={"keep_most_confident": 2, "max_distance_to_pancreas_mm": 5})
+    spec = parse_spec(raw, "x.json")
+    assert spec.postprocess.keep_most_confident == 2 and spec.postprocess.keep_largest is None
+    assert spec.postprocess.active
+    spec.save(tmp_path / "s.json")
+    assert load_spec(tmp_path / "s.json").to_json() == spec.to_json()
+    # a spec without the field reads as before (off), and writes no new field
+    old = parse_spec(GOOD, "good.json")
+    assert old.postprocess.keep_most_confident is None
+    assert "keep_most_confident" not in old.to_json()["postprocess"]

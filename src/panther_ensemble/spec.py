@@ -52,6 +52,9 @@ class PostprocessSpec:
     # when the decision and the rules above leave no tumour voxel: the largest component of the argmax tumour
     # mask instead (every PANTHER case has a tumour, and an empty mask scores the worst HD95/MASD there is)
     never_empty: bool = False
+    # keep only the K components with the highest peak weighted P(tumour) (exclusive with keep_largest): a large
+    # diffuse false positive does not outrank a smaller tumour the ensemble is sure of
+    keep_most_confident: int | None = None
 
     @property
     def active(self) -> bool:
@@ -81,6 +84,8 @@ class EnsembleSpec:
                 m.pop("configuration")
         if d["decision"]["threshold"] is None:
             d["decision"].pop("threshold")
+        if d["postprocess"]["keep_most_confident"] is None:  # added later: a spec without it stays readable as before
+            d["postprocess"].pop("keep_most_confident")
         return d
 
     def save(self, path: Path | str) -> None:
@@ -197,7 +202,8 @@ def _decision(v: "_Validator", raw: Any) -> DecisionSpec:
 
 def _postprocess(v: "_Validator", raw: Any) -> PostprocessSpec:
     p = v.mapping(raw, "postprocess", required=set(),
-                  optional={"min_volume_mm3", "keep_largest", "max_distance_to_pancreas_mm", "never_empty"})
+                  optional={"min_volume_mm3", "keep_largest", "max_distance_to_pancreas_mm", "keep_most_confident",
+                            "never_empty"})
     min_vol = p.get("min_volume_mm3")
     keep = p.get("keep_largest")
     dist = p.get("max_distance_to_pancreas_mm")
@@ -209,10 +215,18 @@ def _postprocess(v: "_Validator", raw: Any) -> PostprocessSpec:
             v.fail("postprocess.keep_largest", f"must be >= 1, got {keep}")
     if dist is not None:
         dist = v.non_negative(dist, "postprocess.max_distance_to_pancreas_mm")
+    confident = p.get("keep_most_confident")
+    if confident is not None:
+        confident = v.integer(confident, "postprocess.keep_most_confident")
+        if confident < 1:
+            v.fail("postprocess.keep_most_confident", f"must be >= 1, got {confident}")
+        if keep is not None:
+            v.fail("postprocess.keep_most_confident", "cannot be combined with keep_largest (both choose which "
+                   "components stay: set one)")
     never_empty = p.get("never_empty", False)
     if not isinstance(never_empty, bool):
         v.fail("postprocess.never_empty", f"must be true or false, got {never_empty!r}")
-    return PostprocessSpec(min_vol, keep, dist, never_empty)
+    return PostprocessSpec(min_vol, keep, dist, never_empty, keep_most_confident=confident)
 
 
 class _Validator:

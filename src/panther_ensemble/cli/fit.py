@@ -92,6 +92,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                             "off,100,500,2000)")
     space.add_argument("--keep-largest", default="off,1,2", metavar="K,...",
                        help="numbers of largest tumour components to keep; off = all (default: off,1,2)")
+    space.add_argument("--keep-most-confident", default="off", metavar="K,...",
+                       help="numbers of tumour components of highest peak P(tumour) to keep (spec "
+                            "postprocess.keep_most_confident), tried with keep-largest off; off = not tried "
+                            "(default: off)")
     space.add_argument("--max-distances", default="off,5,20", metavar="MM,...",
                        help="largest distance in mm of a tumour component from the predicted pancreas; off = no "
                             "limit (default: off,5,20)")
@@ -121,6 +125,16 @@ def _float_list(text: str, what: str, allow_off: bool = False) -> list:
             out.append(float(part))
         except ValueError:
             raise InputError(what, f"not a number{' or off' if allow_off else ''}: {part!r}") from None
+    return out
+
+
+def _count_list(text: str, what: str) -> list:
+    """Whole numbers or off (None), in the given order."""
+    out = []
+    for v in _float_list(text, what, True):
+        if v is not None and v != int(v):
+            raise InputError(what, f"must be whole numbers or off, got {v:g}")
+        out.append(None if v is None else int(v))
     return out
 
 
@@ -205,7 +219,7 @@ def _search_space(args: argparse.Namespace, n_members: int, has_pancreas: bool, 
         min_volumes=_float_list(args.min_volumes, "--min-volumes", True), keep_largest=keep,
         max_distances=_float_list(args.max_distances, "--max-distances", True),
         never_empty=_on_off_list(args.never_empty, "--never-empty"), top_k=args.top_k,
-        has_pancreas=has_pancreas)
+        has_pancreas=has_pancreas, keep_most_confident=_count_list(args.keep_most_confident, "--keep-most-confident"))
 
 
 # --------------------------------------------------------------------------------------------------

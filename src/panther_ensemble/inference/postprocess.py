@@ -1,5 +1,5 @@
-"""Tumour post-processing on the binary mask: component volume filter, keep-largest, pancreas gating, and the
-never-empty fallback.
+"""Tumour post-processing on the binary mask: component volume filter, pancreas gating, keep-largest or
+keep-most-confident, and the never-empty fallback.
 
 All off by default (spec `postprocess`). Components are 26-connected (cc3d). Volumes are in mm^3 from the
 image spacing; distances to the predicted pancreas are Euclidean in mm (scipy's exact distance
@@ -22,11 +22,20 @@ log = logging.getLogger(__name__)
 
 def postprocess(tumor: np.ndarray, spacing_zyx: tuple[float, ...], pancreas: np.ndarray | None = None, *,
                 min_volume_mm3: float | None = None, keep_largest: int | None = None,
-                max_distance_to_pancreas_mm: float | None = None, quiet: bool = False) -> np.ndarray:
+                max_distance_to_pancreas_mm: float | None = None, keep_most_confident: int | None = None,
+                tumor_probability: np.ndarray | None = None, quiet: bool = False) -> np.ndarray:
     """Filtered copy of the bool tumour mask (z, y, x); the rules are the spec's `postprocess` fields.
+    `keep_most_confident` ranks the components that pass the other rules by their peak `tumor_probability`
+    (the weighted P(tumour) the mask was decided from, same shape; ties: the larger first). The volume and
+    pancreas rules run first, so a K-component rule chooses among the components they leave.
     `quiet`: no log lines (a search that post-processes thousands of candidate masks)."""
-    if (min_volume_mm3 is None and keep_largest is None and max_distance_to_pancreas_mm is None) or not tumor.any():
+    if keep_largest is not None and keep_most_confident is not None:
+        raise ValueError("keep_largest and keep_most_confident exclude each other")
+    if (min_volume_mm3 is None and keep_largest is None and max_distance_to_pancreas_mm is None
+            and keep_most_confident is None) or not tumor.any():
         return tumor
+    if keep_most_confident is not None and (tumor_probability is None or tumor_probability.shape != tumor.shape):
+        raise ValueError("keep_most_confident needs the tumour probability map on the mask's grid")
     components, n = cc3d.connected_components(tumor, connectivity=26, return_N=True)
     voxel_mm3 = float(np.prod(spacing_zyx))
     counts = np.bincount(components.ravel(), minlength=n + 1)
@@ -41,15 +50,25 @@ def postprocess(tumor: np.ndarray, spacing_zyx: tuple[float, ...], pancreas: np.
         else:
             keep &= _near_pancreas(components, n, pancreas, spacing_zyx, max_distance_to_pancreas_mm)
     if keep_largest is not None:
-        order = np.argsort(-volumes, kind="stable")
-        ranked = [i for i in order if keep[i]][: keep_largest]
-        keep[:] = False
-        keep[ranked] = True
+        keep = _keep_first(np.argsort(-volumes, kind="stable"), keep, keep_largest)
+    if keep_most_confident is not None:
+        peaks = np.asarray(ndimage.maximum(tumor_probability, labels=components, index=np.arange(1, n + 1)),
+                           dtype=np.float64).reshape(n)
+        # np.lexsort: the last key is the primary one
+        keep = _keep_first(np.lexsort((-volumes, -peaks)), keep, keep_most_confident)
     dropped = int(n - keep.sum())
     if dropped and not quiet:
         log.info("post-processing: kept %d of %d tumour components", int(keep.sum()), n)
     lookup = np.concatenate([[False], keep])
     return lookup[components]
+
+
+def _keep_first(order: np.ndarray, keep: np.ndarray, k: int) -> np.ndarray:
+    """The first k components of `order` among those `keep` still holds."""
+    ranked = [i for i in order if keep[i]][:k]
+    out = np.zeros_like(keep)
+    out[ranked] = True
+    return out
 
 
 def _near_pancreas(components: np.ndarray, n: int, pancreas: np.ndarray, spacing_zyx, max_mm: float) -> np.ndarray:
@@ -90,8 +109,12 @@ def apply_rules(tumor: np.ndarray, probabilities, labels, spec, spacing_zyx: tup
     if rules.max_distance_to_pancreas_mm is not None:
         pm = label_mask(probabilities, labels, spec.pancreas_label)
         pancreas = pm.cpu().numpy() if pm is not None else None
+    tumor_probability = None
+    if rules.keep_most_confident is not None and tumor.any():
+        tumor_probability = probabilities[labels.index(spec.tumor_label)].cpu().float().numpy()
     out = postprocess(tumor, spacing_zyx, pancreas, min_volume_mm3=rules.min_volume_mm3,
-                      keep_largest=rules.keep_largest, max_distance_to_pancreas_mm=rules.max_distance_to_pancreas_mm)
+                      keep_largest=rules.keep_largest, max_distance_to_pancreas_mm=rules.max_distance_to_pancreas_mm,
+                      keep_most_confident=rules.keep_most_confident, tumor_probability=tumor_probability)
     if rules.never_empty:
         out = never_empty(out, lambda: decide(probabilities, labels, spec.tumor_label, "argmax").cpu().numpy(),
                           spacing_zyx)

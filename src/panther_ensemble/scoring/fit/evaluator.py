@@ -82,6 +82,14 @@ class Evaluator:
         self.stats["weightings"] += 1
         pancreas_cache: list = []
         argmax_cache: list = []
+        tumour_p_cache: list = []
+
+        def tumour_probability():  # for keep-most-confident: P(tumour) on the crop (0 at voxels that are not live)
+            if not tumour_p_cache:
+                out = np.zeros(case.crop_shape, np.float32)
+                out.reshape(-1)[case.live] = P[labels.index(self.tumor_label)].reshape(-1).numpy()
+                tumour_p_cache.append(out)
+            return tumour_p_cache[0]
 
         def argmax_tumour():  # the never-empty fallback's mask: every voxel of it is live (see crop_rule)
             if not argmax_cache:
@@ -105,7 +113,7 @@ class Evaluator:
             self.stats["decisions"] += 1
             gated: dict = {}
             for c in cands:
-                out = self._postprocess(mask, case, c.pp, gated, pancreas, argmax_tumour)
+                out = self._postprocess(mask, case, c.pp, gated, pancreas, argmax_tumour, tumour_probability)
                 self.metrics[c][ci] = self._case_metrics(ci, out)
 
     def _weighted(self, n: int, member_probs: Sequence[np.ndarray], wd: tuple):
@@ -146,7 +154,7 @@ class Evaluator:
         return self._outside[key]
 
     def _postprocess(self, mask: np.ndarray, case: CaseData, pp: tuple, gated: dict, pancreas,
-                     argmax_tumour) -> np.ndarray:
+                     argmax_tumour, tumour_probability) -> np.ndarray:
         """The engine's apply_rules(mask, rules): postprocess, then the never-empty fallback. A rule with a
         pancreas gate is run as two postprocess calls, gate first, then the size rules on what is left: removing
         whole components leaves the others (their voxels, volumes and raster order) unchanged, so the result is
@@ -155,11 +163,13 @@ class Evaluator:
         if pp == PP_OFF:
             return mask
         t = time.perf_counter()
-        min_v, keep, dist, fallback = pp
-        if dist is None and min_v is None and keep is None:
+        min_v, keep, dist, fallback, confident = pp
+        size_rules = {"min_volume_mm3": min_v, "keep_largest": keep, "keep_most_confident": confident,
+                      "tumor_probability": tumour_probability() if confident is not None else None}
+        if dist is None and min_v is None and keep is None and confident is None:
             out = mask
         elif dist is None:
-            out = postprocess(mask, case.spacing, None, min_volume_mm3=min_v, keep_largest=keep, quiet=True)
+            out = postprocess(mask, case.spacing, None, quiet=True, **size_rules)
             self.stats["postprocess"] += 1
         else:
             if dist not in gated:
@@ -167,8 +177,8 @@ class Evaluator:
                                           quiet=True)
                 self.stats["postprocess"] += 1
             out = gated[dist]
-            if min_v is not None or keep is not None:
-                out = postprocess(out, case.spacing, None, min_volume_mm3=min_v, keep_largest=keep, quiet=True)
+            if min_v is not None or keep is not None or confident is not None:
+                out = postprocess(out, case.spacing, None, quiet=True, **size_rules)
                 self.stats["postprocess"] += 1
         if fallback:
             out = never_empty(out, argmax_tumour, case.spacing, quiet=True)

@@ -209,7 +209,9 @@ def _md_search_space(rep: dict) -> list[str]:
              f"- stage B: the top {s['top_k'] or 'all'} of stage A x {s['postprocess_settings'] - 1} post-processing "
              f"settings: min_volume_mm3 {ax['min_volume_mm3']} x keep_largest {ax['keep_largest']} x "
              f"max_distance_to_pancreas_mm {ax['max_distance_to_pancreas_mm']} x never_empty "
-             f"{ax['never_empty']} (all off excluded)",
+             f"{ax['never_empty']}"
+             + (f" x keep_most_confident {ax['keep_most_confident']} (with keep_largest off)"
+                if ax.get("keep_most_confident", ["off"]) != ["off"] else "") + " (all off excluded)",
              f"- metric weights of the weighted score: {rep['metric_weights']} (HD95 and MASD divided by the "
              f"mean image diagonal {norm['image_diagonal_mm']:.0f} mm, volume RMSE by the "
              f"RMS true volume {norm['rms_true_volume_mm3']:.0f} mm3)"]

@@ -27,18 +27,22 @@ DEFAULT_MAX_DISTANCES = (None, 5.0, 20.0)
 #: it let the fit pair it with volume rules that empty a case more often, and the nested-CV result got worse;
 #: `--never-empty on,off` searches it (on a tie the fallback wins, see crossval.select)
 DEFAULT_NEVER_EMPTY = (None,)
+#: keep the K components of highest peak P(tumour): off by default (the shipped search); `--keep-most-confident
+#: off,1,2` searches it beside keep-largest (docs/results/experiments/keep_confident_task1)
+DEFAULT_KEEP_MOST_CONFIDENT = (None,)
 DEFAULT_TOP_K = 5
 
-#: post-processing off: (min_volume_mm3, keep_largest, max_distance_to_pancreas_mm, never_empty)
-PP_OFF = (None, None, None, None)
-PP_FIELDS = ("min_volume_mm3", "keep_largest", "max_distance_to_pancreas_mm", "never_empty")
+#: post-processing off: (min_volume_mm3, keep_largest, max_distance_to_pancreas_mm, never_empty, keep_most_confident)
+PP_OFF = (None, None, None, None, None)
+PP_FIELDS = ("min_volume_mm3", "keep_largest", "max_distance_to_pancreas_mm", "never_empty", "keep_most_confident")
 
 
 @dataclass(frozen=True)
 class Candidate:
     """One ensemble configuration. weights: per member (base-spec order), normalised to sum 1.
     factors: per-member class weight on the tumour label (None = all 1). pp: (min_volume_mm3,
-    keep_largest, max_distance_to_pancreas_mm, never_empty), None = off (never_empty: True or None)."""
+    keep_largest, max_distance_to_pancreas_mm, never_empty, keep_most_confident), None = off (never_empty: True
+    or None)."""
 
     weights: tuple[float, ...]
     factors: tuple[float, ...] | None = None
@@ -72,6 +76,8 @@ def pp_label(pp: tuple) -> str:
         parts.append(f"min {pp[0]:g} mm3")
     if pp[1] is not None:
         parts.append(f"keep {pp[1]}")
+    if pp[4] is not None:
+        parts.append(f"keep {pp[4]} most confident")
     if pp[2] is not None:
         parts.append(f"<= {pp[2]:g} mm from pancreas")
     if pp[3]:
@@ -141,12 +147,14 @@ class SearchSpace:
               argmax: bool = True, min_volumes: Sequence = DEFAULT_MIN_VOLUMES,
               keep_largest: Sequence = DEFAULT_KEEP_LARGEST, max_distances: Sequence = DEFAULT_MAX_DISTANCES,
               never_empty: Sequence = DEFAULT_NEVER_EMPTY, top_k: int = DEFAULT_TOP_K,
-              has_pancreas: bool = True) -> "SearchSpace":
+              has_pancreas: bool = True,
+              keep_most_confident: Sequence = DEFAULT_KEEP_MOST_CONFIDENT) -> "SearchSpace":
         """The space of the command line's options (the defaults are the command line's defaults)."""
         weights = _weight_vectors(n_members, weight_step, dirichlet, seed)
         weightings = _with_tumour_factors(weights, tumour_factors, n_members)
         return cls(weightings, _decisions(thresholds, argmax),
-                   _pp_grid(min_volumes, keep_largest, max_distances, never_empty, has_pancreas), top_k)
+                   _pp_grid(min_volumes, keep_largest, max_distances, never_empty, has_pancreas,
+                            keep_most_confident), top_k)
 
     @property
     def stage_a(self) -> list[Candidate]:
@@ -241,8 +249,9 @@ def _decisions(thresholds: Sequence[float], argmax: bool) -> list:
 
 
 def _pp_grid(min_volumes: Sequence, keep_largest: Sequence, max_distances: Sequence, never_empty: Sequence,
-             has_pancreas: bool) -> list:
-    """Off first, then every combination of the four axes (in the order of their values)."""
+             has_pancreas: bool, keep_most_confident: Sequence = DEFAULT_KEEP_MOST_CONFIDENT) -> list:
+    """Off first, then every combination of the five axes (in the order of their values) but those that keep
+    the largest AND the most confident components (the spec allows one of the two)."""
     for v in min_volumes:
         if v is not None and v < 0:
             raise InputError("--min-volumes", f"must be >= 0 or off, got {v:g}")
@@ -255,8 +264,12 @@ def _pp_grid(min_volumes: Sequence, keep_largest: Sequence, max_distances: Seque
     if not has_pancreas and any(d is not None for d in max_distances):
         log.warning("no member predicts the pancreas label: pancreas-distance gating left out of the search")
         max_distances = [None]
+    for k in keep_most_confident:
+        if k is not None and k < 1:
+            raise InputError("--keep-most-confident", f"must be >= 1 or off, got {k}")
     for e in never_empty:
         if e not in (True, None):
             raise InputError("--never-empty", f"values are on or off, got {e!r}")
-    combos = itertools.product(uniq(min_volumes), uniq(keep_largest), uniq(max_distances), uniq(never_empty))
-    return [PP_OFF] + [p for p in combos if p != PP_OFF]
+    combos = itertools.product(uniq(min_volumes), uniq(keep_largest), uniq(max_distances), uniq(never_empty),
+                               uniq(keep_most_confident))
+    return [PP_OFF] + [p for p in combos if p != PP_OFF and (p[1] is None or p[4] is None)]
