@@ -227,19 +227,21 @@ class Choice:
     keep_largest: int | None = None
     max_distance_to_pancreas_mm: float | None = None
     never_empty: bool = False
+    keep_most_confident: int | None = None
 
     @classmethod
     def from_report(cls, chosen: dict) -> "Choice":
         pp = chosen["postprocess"]
         return cls(dict(chosen["weights"]), chosen["decision"]["rule"], chosen["decision"].get("threshold"),
                    pp["min_volume_mm3"], pp["keep_largest"], pp["max_distance_to_pancreas_mm"],
-                   bool(pp["never_empty"]))
+                   bool(pp["never_empty"]), pp.get("keep_most_confident"))
 
     @classmethod
     def from_spec(cls, spec) -> "Choice":
         p = spec.postprocess
         return cls({m.name: m.weight for m in spec.members}, spec.decision.rule, spec.decision.threshold,
-                   p.min_volume_mm3, p.keep_largest, p.max_distance_to_pancreas_mm, p.never_empty)
+                   p.min_volume_mm3, p.keep_largest, p.max_distance_to_pancreas_mm, p.never_empty,
+                   p.keep_most_confident)
 
 
 def predict(choice: Choice, maps: dict[str, np.ndarray], spacing) -> np.ndarray:
@@ -253,7 +255,7 @@ def predict(choice: Choice, maps: dict[str, np.ndarray], spacing) -> np.ndarray:
     P = acc.probabilities()
     mask = decide(P, labels, "tumor", choice.rule, choice.threshold).numpy()
     rules = PostprocessSpec(choice.min_volume_mm3, choice.keep_largest, choice.max_distance_to_pancreas_mm,
-                            choice.never_empty)
+                            choice.never_empty, choice.keep_most_confident)
     spec = SimpleNamespace(postprocess=rules, tumor_label="tumor", pancreas_label="pancreas")
     return apply_rules(mask, P, labels, spec, tuple(spacing))
 

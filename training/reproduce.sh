@@ -263,8 +263,10 @@ step_export() {
   "$PY" "$HERE/summarize.py" --keep "$HERE/results.md" > "$HERE/results.md.new" && mv "$HERE/results.md.new" "$HERE/results.md"
 }
 
-# the fit's search per task: Task 2's maps have twice the live voxels (slower scoring), so a coarser grid
-declare -A FIT_SEARCH=([1]="" [2]="--weight-step 0.2 --min-volumes off,500 --keep-largest off,1 --max-distances off,20")
+# the fit's search per task: Task 1 also tries keeping the most confident tumour component (judged and shipped,
+# docs/results/experiments/keep_confident_task1); Task 2's maps have twice the live voxels (slower scoring), so a
+# coarser grid
+declare -A FIT_SEARCH=([1]="--keep-most-confident off,1,2" [2]="--weight-step 0.2 --min-volumes off,500 --keep-largest off,1 --max-distances off,20")
 
 EARLY_MAPS=()  # held-out map jobs started beside the fit; step_heldout waits for them
 

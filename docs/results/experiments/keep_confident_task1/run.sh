@@ -4,7 +4,9 @@
 # maps: the shipped members' out-of-fold maps (MODELS=shipped TASKS=1 training/reproduce.sh data oof) and their
 # maps on the decision seeds 1200-1219; fits: A (the shipped search) and B (A + --keep-most-confident off,1,2) side
 # by side, one core each; shift: B's threshold moved to the fold ensemble (only if B keeps the most confident);
-# heldout: the shipped release's table on seeds 1200-1219 (and B's); judge: B against the shipped spec, head to head.
+# heldout: the then shipped release's table on seeds 1200-1219 (and B's); judge: B against it, head to head.
+# "shipped" here is the release this experiment judged B against (release36ep_task1.json, resources/task1.json until
+# B replaced it), so that a rerun after B shipped still compares the same two specs.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../../../.." && pwd)
@@ -15,6 +17,8 @@ SEEDS=1200-1219
 D=Dataset901_PhantomT1
 W=$PANTHER_DATA/exp/keep_confident_task1
 BASE=$REPO/docs/results/fit_task1/base.json   # the shipped fit's base spec (training/fit_default.py)
+SHIPPED=$HERE/release36ep_task1.json
+SHIPPED_TABLE=$HERE/heldout_release36ep_seeds$SEEDS
 OOF=$PANTHER_DATA/oof/$D
 STEPS=${*:-maps fits shift heldout judge}
 stamp() { echo "[$(date +%H:%M:%S)] $*"; }
@@ -43,7 +47,7 @@ for s in $STEPS; do
       (cd "$REPO" && MODELS=shipped TASKS=1 training/reproduce.sh data oof)
       stamp "member maps on seeds $SEEDS"
       "$PY" "$REPO/training/evaluate_heldout.py" --task 1 --seeds "$SEEDS" --work "$W/heldout_shipped" \
-        --threads "${THREADS:-2}" --members-spec "$BASE" --stage maps --out "$REPO/docs/results/heldout_task1_seeds$SEEDS" ;;
+        --threads "${THREADS:-2}" --members-spec "$BASE" --stage maps --out "$SHIPPED_TABLE" ;;
     fits)
       stamp "fits A and B"
       fit_run A & a=$!
@@ -68,7 +72,7 @@ PY
         --work "$PANTHER_DATA/shift/task1" --threads "${THREADS:-2}" --out "$HERE/fold_shift.json" \
         --apply-to "$HERE/candidate_task1.json" ;;
     heldout)
-      heldout "$REPO/resources/task1.json" "$REPO/docs/results/heldout_task1_seeds$SEEDS" "$W/heldout_shipped"
+      heldout "$SHIPPED" "$SHIPPED_TABLE" "$W/heldout_shipped"
       if chose_confident; then
         mkdir -p "$W/heldout_candidate"
         for d in images gt maps; do ln -sfn "$W/heldout_shipped/$d" "$W/heldout_candidate/$d"; done
