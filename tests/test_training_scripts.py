@@ -130,8 +130,10 @@ def test_heldout_bootstrap_reads_evaluate_s_per_case_tables(tmp_path):
 def test_pool_heldout_pools_the_sets_and_refuses_a_case_in_two(tmp_path, capsys, monkeypatch):
     """training/pool_heldout.py: the committed pooled Task 1 file is what it writes from the three sets."""
     pool_heldout = _training_module("pool_heldout")
+    # the 36-epoch keep-largest release's three sets; its 1100-1119 table left docs/results/heldout_task1 on 2026-12-04
     sets = [REPO / "docs" / "results" / d for d in
-            ("heldout_task1", "heldout_task1_seeds1140-1159", "heldout_task1_seeds1160-1179")]
+            ("experiments/keep_confident_task1/heldout_release36ep_seeds1100-1119", "heldout_task1_seeds1140-1159",
+             "heldout_task1_seeds1160-1179")]
     committed = REPO / "docs" / "results" / "heldout_task1_seeds1160-1179" / "pooled_1100-1119_1140-1179.json"
     out = tmp_path / "pooled.json"
     monkeypatch.chdir(REPO)  # the committed file records the sets as repo paths
