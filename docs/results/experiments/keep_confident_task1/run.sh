@@ -1,24 +1,34 @@
 #!/usr/bin/env bash
-# The plan of README.md (this folder), step by step and resumable (a step whose output exists is skipped):
-#   bash docs/results/experiments/keep_confident_task1/run.sh [maps|fits|shift|heldout|judge ...]   (default: all)
-# maps: the shipped members' out-of-fold maps (MODELS=shipped TASKS=1 training/reproduce.sh data oof) and their
-# maps on the decision seeds 1200-1219; fits: A (the shipped search) and B (A + --keep-most-confident off,1,2) side
+# The plan of README.md (keep_confident_task1/, or keep_confident_task2/ with TASK=2), step by step and resumable (a
+# step whose output exists is skipped):
+#   [TASK=2] bash docs/results/experiments/keep_confident_task1/run.sh [maps|fits|shift|heldout|judge ...]   (default: all)
+# maps: the shipped members' out-of-fold maps (MODELS=shipped TASKS=$TASK training/reproduce.sh data oof) and their
+# maps on the decision seeds 1200-1219; fits: A (the shipped search) and B (A + --keep-most-confident) side
 # by side, one core each; shift: B's threshold moved to the fold ensemble (only if B keeps the most confident);
 # heldout: the then shipped release's table on seeds 1200-1219 (and B's); judge: B against it, head to head.
-# "shipped" here is the release this experiment judged B against (release36ep_task1.json, resources/task1.json until
-# B replaced it), so that a rerun after B shipped still compares the same two specs.
+# "shipped" here is the release this experiment judged B against (release36ep_task<N>.json, resources/task<N>.json
+# until B replaced it), so that a rerun after B shipped still compares the same two specs.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../../../.." && pwd)
 # shellcheck source=../../../../training/env.sh
 source "$REPO/training/env.sh"
 PE="$NNUNET_BIN/panther-ensemble"
+TASK=${TASK:-1}
+case $TASK in  # A = the shipped search of the task (training/reproduce.sh, FIT_SEARCH before this experiment)
+  1) D=Dataset901_PhantomT1; SEARCH_A=(); KMC="off,1,2" ;;  # the counts of keep_largest's search
+  2) D=Dataset902_PhantomT2; KMC="off,1"
+     # shellcheck disable=SC2054  # the commas are the options' own value lists
+     SEARCH_A=(--weight-step 0.2 --min-volumes off,500 --keep-largest off,1 --max-distances off,20) ;;
+  *) echo "run.sh: TASK must be 1 or 2, not '$TASK'" >&2; exit 2 ;;
+esac
+SEARCH_B=("${SEARCH_A[@]}" --keep-most-confident "$KMC")
+OUT=$REPO/docs/results/experiments/keep_confident_task$TASK  # the experiment's committed results
 SEEDS=1200-1219
-D=Dataset901_PhantomT1
-W=$PANTHER_DATA/exp/keep_confident_task1
-BASE=$REPO/docs/results/fit_task1/base.json   # the shipped fit's base spec (training/fit_default.py)
-SHIPPED=$HERE/release36ep_task1.json
-SHIPPED_TABLE=$HERE/heldout_release36ep_seeds$SEEDS
+W=$PANTHER_DATA/exp/keep_confident_task$TASK
+BASE=$REPO/docs/results/fit_task$TASK/base.json   # the shipped fit's base spec (training/fit_default.py)
+SHIPPED=$OUT/release36ep_task$TASK.json
+SHIPPED_TABLE=$OUT/heldout_release36ep_seeds$SEEDS
 OOF=$PANTHER_DATA/oof/$D
 STEPS=${*:-maps fits shift heldout judge}
 stamp() { echo "[$(date +%H:%M:%S)] $*"; }
@@ -36,7 +46,7 @@ fit_run() {  # fit_run NAME [EXTRA OPTIONS...]: the shipped fit's command (fit_d
 chose_confident() { "$PY" -c "import json,sys; sys.exit(0 if json.load(open('$W/fitB/report.json'))['chosen']['postprocess'].get('keep_most_confident') else 1)"; }
 
 heldout() {  # heldout SPEC OUT WORK: evaluate_heldout.py on the decision seeds (member maps shared through WORK)
-  "$PY" "$REPO/training/evaluate_heldout.py" --task 1 --seeds "$SEEDS" --work "$3" --threads "${THREADS:-2}" \
+  "$PY" "$REPO/training/evaluate_heldout.py" --task "$TASK" --seeds "$SEEDS" --work "$3" --threads "${THREADS:-2}" \
     --members-spec "$BASE" --spec "$1" --out "$2"
 }
 
@@ -44,45 +54,46 @@ for s in $STEPS; do
   case $s in
     maps)
       stamp "out-of-fold maps of the shipped members"
-      (cd "$REPO" && MODELS=shipped TASKS=1 training/reproduce.sh data oof)
+      (cd "$REPO" && MODELS=shipped TASKS=$TASK training/reproduce.sh data oof)
       stamp "member maps on seeds $SEEDS"
-      "$PY" "$REPO/training/evaluate_heldout.py" --task 1 --seeds "$SEEDS" --work "$W/heldout_shipped" \
+      "$PY" "$REPO/training/evaluate_heldout.py" --task "$TASK" --seeds "$SEEDS" --work "$W/heldout_shipped" \
         --threads "${THREADS:-2}" --members-spec "$BASE" --stage maps --out "$SHIPPED_TABLE" ;;
     fits)
       stamp "fits A and B"
-      fit_run A & a=$!
-      fit_run B --keep-most-confident off,1,2 & b=$!
+      fit_run A "${SEARCH_A[@]}" & a=$!
+      fit_run B "${SEARCH_B[@]}" & b=$!
       wait "$a"; wait "$b"
       for n in A B; do
-        mkdir -p "$HERE/fit_$n"
-        cp "$W/fit$n/report.md" "$W/fit$n/report.json" "$W/fit$n/tradeoff.png" "$W/fit$n/spec.json" "$HERE/fit_$n/"
+        mkdir -p "$OUT/fit_$n"
+        cp "$W/fit$n/report.md" "$W/fit$n/report.json" "$W/fit$n/tradeoff.png" "$W/fit$n/spec.json" "$OUT/fit_$n/"
       done ;;
     shift)
       if ! chose_confident; then stamp "B does not keep the most confident component: nothing to judge"; continue; fi
-      if [ ! -f "$HERE/candidate_task1.json" ]; then
-        "$PY" - "$W/fitB/spec.json" "$HERE/candidate_task1.json" <<'PY'
+      if [ ! -f "$OUT/candidate_task$TASK.json" ]; then
+        "$PY" - "$W/fitB/spec.json" "$OUT/candidate_task$TASK.json" "$TASK" "$KMC" <<'PY'
 import json, sys
 spec = json.load(open(sys.argv[1]))
-spec["description"] = ("Task 1 candidate of docs/results/experiments/keep_confident_task1: the shipped members, "
-                       "fitted with --keep-most-confident off,1,2 on their out-of-fold maps; not shipped unless judged")
+task, kmc = sys.argv[3], sys.argv[4]
+spec["description"] = (f"Task {task} candidate of docs/results/experiments/keep_confident_task{task}: the shipped "
+                       f"members, fitted with --keep-most-confident {kmc} on their out-of-fold maps; not shipped unless judged")
 open(sys.argv[2], "w").write(json.dumps(spec, indent=2) + "\n")
 PY
       fi
-      "$PY" "$REPO/training/fold_shift.py" --spec "$W/fitB/spec.json" --task 1 --seeds 1300-1309 \
-        --work "$PANTHER_DATA/shift/task1" --threads "${THREADS:-2}" --out "$HERE/fold_shift.json" \
-        --apply-to "$HERE/candidate_task1.json" ;;
+      "$PY" "$REPO/training/fold_shift.py" --spec "$W/fitB/spec.json" --task "$TASK" --seeds 1300-1309 \
+        --work "$PANTHER_DATA/shift/task$TASK" --threads "${THREADS:-2}" --out "$OUT/fold_shift.json" \
+        --apply-to "$OUT/candidate_task$TASK.json" ;;
     heldout)
       heldout "$SHIPPED" "$SHIPPED_TABLE" "$W/heldout_shipped"
       if chose_confident; then
         mkdir -p "$W/heldout_candidate"
         for d in images gt maps; do ln -sfn "$W/heldout_shipped/$d" "$W/heldout_candidate/$d"; done
-        heldout "$HERE/candidate_task1.json" "$HERE/heldout_candidate_seeds$SEEDS" "$W/heldout_candidate"
+        heldout "$OUT/candidate_task$TASK.json" "$OUT/heldout_candidate_seeds$SEEDS" "$W/heldout_candidate"
       fi ;;
     judge)
       if ! chose_confident; then continue; fi
       "$PE" evaluate --pred "$W/heldout_candidate/pred/fitted" "$W/heldout_shipped/pred/fitted" \
         --names keep_confident shipped --gt "$W/heldout_shipped/gt" --bootstrap 2000 --reference shipped \
-        --out "$HERE/head_to_head_seeds$SEEDS" ;;
+        --out "$OUT/head_to_head_seeds$SEEDS" ;;
     *) echo "run.sh: unknown step '$s'" >&2; exit 2 ;;
   esac
 done
