@@ -422,3 +422,17 @@ def test_shipped_spec_description_names_the_members_it_has_and_those_fitted_to_z
     for name in offered:
         assert (name in kept) == (f"gave {name}" not in said) and name in said
     assert describe_members({"members": [{"name": "a"}]}, ["a", "b", "c"]) == "a specialist (the fit gave b, c weight 0)"
+
+
+@pytest.mark.parametrize("task,step,message", [
+    ("3", "maps", "TASK must be 1 or 2, not '3'"),
+    ("2", "fitz", "unknown step 'fitz'"),
+])
+def test_keep_confident_run_sh_refuses_an_unknown_task_or_step_before_doing_anything(tmp_path, task, step, message):
+    """The keep-most-confident experiment's run.sh (Task 1 and, with TASK=2, Task 2): a wrong task or step is refused
+    with its name, and nothing is written under $PANTHER_DATA's experiment folder for a wrong task."""
+    run = subprocess.run(["bash", str(REPO / "docs/results/experiments/keep_confident_task1/run.sh"), step],
+                         capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, TASK=task, PANTHER_DATA=str(tmp_path)))
+    assert run.returncode == 2 and message in run.stderr, (run.returncode, run.stderr)
+    assert (tmp_path / "exp").exists() == (task == "2")
