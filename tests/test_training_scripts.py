@@ -428,9 +428,10 @@ def test_shipped_spec_description_names_the_members_it_has_and_those_fitted_to_z
     ("3", "maps", "TASK must be 1 or 2, not '3'"),
     ("2", "fitz", "unknown step 'fitz'"),
 ])
-def test_keep_confident_run_sh_refuses_an_unknown_task_or_step_before_doing_anything(tmp_path, task, step, message):
+def test_keep_confident_run_sh_refuses_an_unknown_task_or_step_by_name(tmp_path, task, step, message):
     """The keep-most-confident experiment's run.sh (Task 1 and, with TASK=2, Task 2): a wrong task or step is refused
-    with its name, and nothing is written under $PANTHER_DATA's experiment folder for a wrong task."""
+    with its name; a wrong task before anything is written under $PANTHER_DATA (a wrong step only after the
+    experiment's work folder exists: steps are checked as they come)."""
     run = subprocess.run(["bash", str(REPO / "docs/results/experiments/keep_confident_task1/run.sh"), step],
                          capture_output=True, text=True, timeout=60,
                          env=dict(os.environ, TASK=task, PANTHER_DATA=str(tmp_path)))
