@@ -87,7 +87,7 @@ def fold_runs(raw: dict, where: Path) -> list[tuple[str, dict]]:
 
 
 def make_maps(spec_path: Path, task: int, seeds: str, work: Path, threads: int,
-              device: str = "cpu") -> tuple[list[Path], Path]:
+              device: str = "cpu", model_dir: Path | None = None) -> tuple[list[Path], Path]:
     """Every weighted member's maps of the phantoms `seeds` (labels written by the generator, never read
     here) from each fold alone and from all folds, with `evaluate_heldout.py --stage maps` (resumable: maps
     already made are kept). Returns the per-fold maps folders and the ensemble's."""
@@ -104,7 +104,8 @@ def make_maps(spec_path: Path, task: int, seeds: str, work: Path, threads: int,
         subprocess.run([sys.executable, str(Path(__file__).with_name("evaluate_heldout.py")), "--task", str(task),
                         "--seeds", seeds, "--work", str(sub), "--threads", str(threads), "--device", device, "--stage", "maps",
                         "--spec", str(work / f"{name}.json"), "--members-spec", str(work / f"{name}.json"),
-                        "--out", str(work / "unused")], check=True)
+                        "--out", str(work / "unused")]
+                       + (["--model-dir", str(model_dir)] if model_dir is not None else []), check=True)
     return [work / name / "maps" for name, _ in runs[:-1]], work / "ensemble" / "maps"
 
 
@@ -124,6 +125,8 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, help="... in this folder")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="where the maps are computed (cpu, cuda, cuda:1, ...)")
+    ap.add_argument("--model-dir", type=Path,
+                    help="the members' model folders are under this root (default: the repo's model_weights/)")
     ap.add_argument("--apply-to", type=Path, metavar="SPEC",
                     help="write t' into this spec's decision.threshold (the shipped copy; --spec stays the fit's "
                          "own, so that a second run transfers the fitted t again, not t')")
@@ -144,7 +147,7 @@ def main(argv=None) -> int:
     if a.work is not None:
         if a.task is None or a.seeds is None or a.fold_maps or a.ensemble_maps:
             raise SystemExit("error: --work makes the maps: give --task and --seeds, not --fold-maps/--ensemble-maps")
-        a.fold_maps, a.ensemble_maps = make_maps(a.spec, a.task, a.seeds, a.work, a.threads, a.device)
+        a.fold_maps, a.ensemble_maps = make_maps(a.spec, a.task, a.seeds, a.work, a.threads, a.device, a.model_dir)
     elif not a.fold_maps or a.ensemble_maps is None:
         raise SystemExit("error: give --fold-maps and --ensemble-maps, or --work with --task and --seeds")
     first = next(m.name for m in spec.members if m.weight > 0)
