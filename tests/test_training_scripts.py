@@ -404,6 +404,26 @@ def test_fold_shift_fold_runs_and_apply_to(tmp_path, capsys):
     assert "not a threshold: nothing to transfer" in capsys.readouterr().out
 
 
+def test_fold_shift_make_maps_passes_the_model_dir_on(tmp_path, monkeypatch):
+    """--model-dir reaches every evaluate_heldout.py run (members outside model_weights/, e.g. a candidate
+    unpacked from an older commit); without it the runs use evaluate_heldout.py's default, the repo's weights."""
+    fold_shift = _training_module("fold_shift")
+    calls = []
+    monkeypatch.setattr(fold_shift.subprocess, "run", lambda argv, check: calls.append(argv))
+    spec = tmp_path / "fitted.json"
+    spec.write_text((REPO / "resources" / "task1.json").read_text())
+    folds, ensemble = fold_shift.make_maps(spec, 1, "1300-1301", tmp_path / "w", 2, "cpu", tmp_path / "weights")
+    assert folds == [tmp_path / "w" / "fold0" / "maps", tmp_path / "w" / "fold1" / "maps"]
+    assert ensemble == tmp_path / "w" / "ensemble" / "maps"
+    assert len(calls) == 3
+    for argv in calls:
+        assert argv[argv.index("--model-dir") + 1] == str(tmp_path / "weights")
+        assert argv[argv.index("--seeds") + 1] == "1300-1301" and argv[argv.index("--stage") + 1] == "maps"
+    calls.clear()
+    fold_shift.make_maps(spec, 1, "1300-1301", tmp_path / "w2", 2)
+    assert len(calls) == 3 and not any("--model-dir" in argv for argv in calls)
+
+
 @pytest.mark.parametrize("task", [1, 2])
 def test_shipped_spec_description_names_the_members_it_has_and_those_fitted_to_zero(task):
     """The fit writes the description; a member the fit weighted 0 is not in the spec and must not be named as
