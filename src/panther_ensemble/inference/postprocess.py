@@ -52,8 +52,7 @@ def postprocess(tumor: np.ndarray, spacing_zyx: tuple[float, ...], pancreas: np.
     if keep_largest is not None:
         keep = _keep_first(np.argsort(-volumes, kind="stable"), keep, keep_largest)
     if keep_most_confident is not None:
-        peaks = np.asarray(ndimage.maximum(tumor_probability, labels=components, index=np.arange(1, n + 1)),
-                           dtype=np.float64).reshape(n)
+        peaks = component_peaks(components, n, tumor_probability)
         # np.lexsort: the last key is the primary one
         keep = _keep_first(np.lexsort((-volumes, -peaks)), keep, keep_most_confident)
     dropped = int(n - keep.sum())
@@ -61,6 +60,18 @@ def postprocess(tumor: np.ndarray, spacing_zyx: tuple[float, ...], pancreas: np.
         log.info("post-processing: kept %d of %d tumour components", int(keep.sum()), n)
     lookup = np.concatenate([[False], keep])
     return lookup[components]
+
+
+def component_peaks(components: np.ndarray, n: int, probability: np.ndarray) -> np.ndarray:
+    """The highest `probability` inside each component 1..n (float64, shape (n,)): the values of
+    `scipy.ndimage.maximum(probability, components, range(1, n + 1))`, read from the components' voxels only.
+    scipy sorts every voxel of the image, background included, on each call; the fit's search calls this for
+    every candidate mask, where that sort was nine tenths of the fit's time."""
+    labels = components.ravel()
+    live = np.flatnonzero(labels)
+    peaks = np.full(n, -np.inf)
+    np.maximum.at(peaks, labels[live] - 1, probability.ravel()[live].astype(np.float64))
+    return peaks
 
 
 def _keep_first(order: np.ndarray, keep: np.ndarray, k: int) -> np.ndarray:
