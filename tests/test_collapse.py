@@ -123,8 +123,9 @@ exit 0
 """)
     fake.chmod(0o755)
     run = subprocess.run(["bash", str(REPO / "training" / "reproduce.sh"), *steps], capture_output=True, text=True,
-                         timeout=60, env=dict(os.environ, TASKS="1", PY=str(fake), TRAIN_TRIES=str(tries),
-                                              PANTHER_DATA=str(tmp_path / "data"), TMPDIR=str(tmp_path), **env))
+                         timeout=60, env=dict(os.environ, PY=str(fake), TRAIN_TRIES=str(tries),
+                                              PANTHER_DATA=str(tmp_path / "data"), TMPDIR=str(tmp_path),
+                                              **{"TASKS": "1", **env}))
     return run, [c for c in calls.read_text().splitlines() if "train_specialist.py" in c] if calls.exists() else []
 
 
@@ -161,6 +162,17 @@ def test_reproduce_retries_a_network_that_did_not_learn_and_stops_after_its_trie
     run, calls = _reproduce(tmp_path / "e", 0, 1, "pretrain", P2_LR="0.005")
     assert run.returncode == 0, run.stderr
     assert len(calls) == 2 and "--lr" not in calls[0] and "TumourFocus" in calls[1] and "--lr 0.005" in calls[1]
+
+
+def test_reproduce_trains_each_task_for_its_shipped_schedule_unless_t_epochs_says_otherwise(tmp_path):
+    """Task 1's shipped members train for 60 epochs, Task 2's for 36 (training/README.md); T_EPOCHS sets both."""
+    for name, env, expected in (("a", {"TASKS": "1 2"}, ["60"] * 6 + ["36"] * 6),
+                                ("b", {"TASKS": "1 2", "T_EPOCHS": "12"}, ["12"] * 12)):
+        (tmp_path / name).mkdir()
+        run, calls = _reproduce(tmp_path / name, 0, 1, "train", **env)
+        assert run.returncode == 0, run.stderr
+        assert [c.split("--epochs ")[1].split()[0] for c in calls] == expected
+        assert [c.split("--dataset ")[1].split()[0] for c in calls] == ["901"] * 6 + ["902"] * 6
 
 
 def _train_tiny(env: dict, *floors: str) -> subprocess.CompletedProcess:

@@ -358,6 +358,8 @@ def test_fold_shift_fold_runs_and_apply_to(tmp_path, capsys):
     it is, so that a second run transfers the fitted threshold again."""
     fold_shift = _training_module("fold_shift")
     raw = json.loads((REPO / "resources" / "task1.json").read_text())
+    base = json.loads((REPO / "docs" / "results" / "fit_task1" / "base.json").read_text())
+    raw["members"] = [dict(m, weight=1.0) for m in base["members"]]  # default, DA5, iso, whatever the release kept
     raw["members"][1]["weight"] = 0.0
     runs = fold_shift.fold_runs(raw, Path("x.json"))
     assert [n for n, _ in runs] == ["fold0", "fold1", "ensemble"]

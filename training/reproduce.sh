@@ -53,8 +53,9 @@ P_EPOCHS=${P_EPOCHS:-60}    # x 50 iterations: pre-training stage 1 (anatomy), b
 P2_EPOCHS=${P2_EPOCHS:-24}  # x 50 iterations: pre-training stage 2 (tumour focus), from stage 1
 P2_LR=${P2_LR:-}            # stage 2's initial learning rate (empty: the trainer's 0.01); the untried remedy of
                             # training/README.md "A rebuild that did not learn" is P2_LR=0.005 (the specialists')
-T_EPOCHS=${T_EPOCHS:-36}    # x 50 iterations: each specialist fold, from the pre-trained network (a finished
-                            # shorter run is extended from its checkpoint_final)
+# x 50 iterations: each specialist fold, from the pre-trained network (a finished shorter run is extended from its
+# checkpoint_final), per task: the shipped members' schedules (Task 1 60 since 2026-12-04, Task 2 36); T_EPOCHS sets both
+declare -A T_EPOCHS_OF=([1]="${T_EPOCHS:-60}" [2]="${T_EPOCHS:-36}")
 T_LR=${T_LR:-0.005}
 T_TUMOUR_W=${T_TUMOUR_W:-4}  # tumour cross-entropy weight of the specialists (as in pre-training stage 2)
 TRAIN_TRIES=${TRAIN_TRIES:-3}  # runs per network when one does not learn (training/collapse.py: nnU-Net is unseeded)
@@ -231,7 +232,7 @@ step_train() {
       for f in 0 1; do  # the two folds side by side: on 2 cores this beats one run at a time
         stamp "Task $t $m fold $f"
         learn "$LOGS/train_t${t}_${m}_f$f.log" tumor=0.1 --dataset "90$t" --trainer "${TRAINER[$m]}" \
-          --plans "${PLANS[$m]}" --fold "$f" --epochs "$T_EPOCHS" --lr "$T_LR" --tumour-ce-weight "$T_TUMOUR_W" \
+          --plans "${PLANS[$m]}" --fold "$f" --epochs "${T_EPOCHS_OF[$t]}" --lr "$T_LR" --tumour-ce-weight "$T_TUMOUR_W" \
           --pretrained "$PRE" --skip-validation &
         pids+=($!)
       done
