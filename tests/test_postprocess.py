@@ -196,3 +196,29 @@ def test_apply_rules_keeps_the_most_confident_component_from_the_weighted_probab
     assert components(apply_rules(mask, probs, labels, spec, SPACING)) == [4]
     # the engine may hold the map in float16 (GPU AMP): the same choice
     assert components(apply_rules(mask, probs.half(), labels, spec, SPACING)) == [4]
+
+
+def test_component_peaks_bench_reports_both_ways_on_real_map_files(tmp_path, capsys):
+    """bench/component_peaks.py on maps in save_probability_map's format: both functions timed on every decided
+    mask, the values identical (exit 0), the json written."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from panther_ensemble.io import save_probability_map
+
+    rng = np.random.default_rng(3)
+    for case in ("a", "b"):
+        tumour = np.clip(rng.random((6, 20, 20)) * 0.8, 0, 1)
+        tumour[2:4, 5:9, 5:9] = 0.9
+        save_probability_map(tmp_path / "oof" / f"{case}.npz", np.stack([1 - tumour, tumour]), ["background", "tumor"],
+                             (3.0, 2.0, 2.0))
+    path = Path(__file__).resolve().parents[1] / "bench" / "component_peaks.py"
+    spec = importlib.util.spec_from_file_location("component_peaks_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "r.json"
+    assert bench.main(["--oof", str(tmp_path / "oof"), "--repeat", "1", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["identical"] is True and doc["calls"] == doc["image"]["calls"] + doc["crop"]["calls"] > 0
+    assert doc["image"]["median_voxels"] == 6 * 20 * 20 and doc["image"]["scipy_s"] > 0
