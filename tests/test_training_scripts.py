@@ -205,16 +205,22 @@ def test_reproduce_refuses_to_build_models_when_told_to_score_the_shipped_ones(t
     assert "generating" not in run.stdout and not (tmp_path / "data" / "nnUNet_raw" / "Dataset901_PhantomT1").exists()
 
 
-def _recorded_calls(tmp_path: Path, tasks: str, *steps: str) -> tuple[list[list[str]], str]:
+def _recorded_calls(tmp_path: Path, tasks: str, *steps: str, nnunet: bool = False) -> tuple[list[list[str]], str]:
     """Run reproduce.sh STEPS with a stand-in interpreter that records each call (its arguments, then
-    OMP_NUM_THREADS=N) and succeeds; the calls and reproduce.sh's own output."""
+    OMP_NUM_THREADS=N) and succeeds; the calls and reproduce.sh's own output. nnunet: nnU-Net's commands
+    (NNUNET_BIN) are stand-ins too, recorded with their name first."""
     calls = tmp_path / "calls.txt"
     fake = tmp_path / "python"
     fake.write_text(f'#!/bin/sh\necho "$@" "OMP_NUM_THREADS=$OMP_NUM_THREADS" >> {calls}\n')
     fake.chmod(0o755)
+    env = dict(os.environ, TASKS=tasks, PY=str(fake), PANTHER_DATA=str(tmp_path / "data"), TMPDIR=str(tmp_path))
+    if nnunet:
+        bin_dir = tmp_path / "bin"
+        for name in ("nnUNetv2_plan_and_preprocess", "nnUNetv2_preprocess"):
+            write_script(bin_dir / name, f'#!/bin/sh\necho "{name} $@" >> {calls}\n')
+        env["NNUNET_BIN"] = str(bin_dir)
     run = subprocess.run(["bash", str(REPO / "training" / "reproduce.sh"), *steps], capture_output=True, text=True,
-                         timeout=60, env=dict(os.environ, TASKS=tasks, PY=str(fake), PANTHER_DATA=str(tmp_path / "data"),
-                                              TMPDIR=str(tmp_path)))
+                         timeout=60, env=env)
     assert run.returncode == 0, run.stderr
     return [line.split() for line in calls.read_text().splitlines()], run.stdout
 
@@ -459,3 +465,36 @@ def test_keep_confident_run_sh_refuses_an_unknown_task_or_step_by_name(tmp_path,
                          env=dict(os.environ, TASK=task, PANTHER_DATA=str(tmp_path)))
     assert run.returncode == 2 and message in run.stderr, (run.returncode, run.stderr)
     assert (tmp_path / "exp").exists() == (task == "2")
+
+
+@pytest.mark.parametrize("steps,expected", [
+    (["plan"], {"901", "902", "903"}),                # the rebuild: the pre-training needs Dataset903
+    (["plan", "pretrain"], {"901", "902", "903"}),
+    (["plan", "seed", "train"], {"902"}),             # members seeded from shipped ones: no pre-training
+    (["plan", "seed", "pretrain"], {"901", "902", "903"}),
+])
+def test_reproduce_plans_the_pretraining_dataset_only_when_the_members_are_trained_from_it(tmp_path, steps, expected):
+    for d in ("Dataset901_PhantomT1", "Dataset902_PhantomT2", "Dataset903_PhantomPretrain"):
+        (tmp_path / "data" / "nnUNet_preprocessed" / d).mkdir(parents=True)  # where the stand-in planner would write
+    calls, _ = _recorded_calls(tmp_path, "2", *steps, nnunet=True)
+    planned = {_arg(c, "-d") for c in calls if c[0] == "nnUNetv2_plan_and_preprocess"}
+    preprocessed = {_arg(c, "-d") for c in calls if c[0] == "nnUNetv2_preprocess"}
+    assert planned == expected and preprocessed == expected, calls
+
+
+def test_reproduce_data_of_a_seeded_run_generates_the_tasks_it_trains_only(tmp_path):
+    raw = tmp_path / "data" / "nnUNet_raw"
+    for d in ("Dataset901_PhantomT1", "Dataset902_PhantomT2", "Dataset903_PhantomPretrain"):
+        (raw / d).mkdir(parents=True)
+        (raw / d / ".complete").write_text("")
+    _, log = _recorded_calls(tmp_path, "2", "data", "seed")
+    assert "Dataset902_PhantomT2: already generated" in log
+    assert "Dataset901_PhantomT1" not in log and "Dataset903_PhantomPretrain" not in log
+    (tmp_path / "rebuild").mkdir()
+    raw2 = tmp_path / "rebuild" / "data" / "nnUNet_raw"
+    for d in ("Dataset901_PhantomT1", "Dataset902_PhantomT2", "Dataset903_PhantomPretrain"):
+        (raw2 / d).mkdir(parents=True)
+        (raw2 / d / ".complete").write_text("")
+    _, log = _recorded_calls(tmp_path / "rebuild", "2", "data")
+    assert all(f"{d}: already generated" in log for d in ("Dataset901_PhantomT1", "Dataset902_PhantomT2",
+                                                          "Dataset903_PhantomPretrain"))

@@ -11,7 +11,8 @@
 #   seed      (only when named) each fold of the shipped model_weights/ written into $nnUNet_results as a run
 #             stopped at its epoch (training/seed_from_shipped.py), so that train goes on from the shipped members
 #             instead of from the pre-trained network: T_EPOCHS=60 TASKS=1 training/reproduce.sh seed train ...
-#             (a fold that already has a checkpoint is left alone)
+#             (a fold that already has a checkpoint is left alone); such a run (seed without pretrain) makes
+#             data and plan for the tasks in TASKS only, without the pre-training dataset
 #   train     per task: default (plans A), DA5 (plans A), iso (default augmentation, plans B); folds 0 and 1
 #   oof       out-of-fold probability maps of every member (fold k's model on fold k's validation cases,
 #             with our engine, as the shipped ensemble runs it)
@@ -124,9 +125,12 @@ gen() {  # gen TASK SEEDS DATASET_ID NAME: phantoms into the raw dataset, in two
   wait "$pid"
 }
 
+# the datasets that data and plan make: the pre-training's (0) only when the members are trained from it; a run
+# that seeds them from shipped ones (`seed`, without `pretrain`) or scores shipped ones needs the tasks' own only
+needs_pretraining_data() { [ "$MODELS" = trained ] && { has pretrain || ! has seed; }; }
 step_data() {
   local k datasets="1 2 0"
-  if [ "$MODELS" = shipped ]; then datasets=$TASKS; fi  # no pre-training without training
+  if ! needs_pretraining_data; then datasets=$TASKS; fi
   for k in $datasets; do
     local D=${DS[$k]} id=${DS[$k]:7:3} name=${DS[$k]#*_}
     if [ -f "$nnUNet_raw/$D/.complete" ]; then stamp "$D: already generated"; continue; fi
@@ -165,8 +169,9 @@ plan_one() {  # plan_one K "name sz sy sx patch" [--no-splits]
 }
 
 step_plan() {
-  local k
-  for k in 0 1 2; do
+  local k datasets="0 1 2"
+  if ! needs_pretraining_data; then datasets=$TASKS; fi
+  for k in $datasets; do
     local id=${DS[$k]:7:3}
     if [ ! -f "$nnUNet_preprocessed/${DS[$k]}/nnUNetPlans.json" ]; then
       stamp "nnU-Net planning ${DS[$k]}"

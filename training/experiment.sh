@@ -1,0 +1,75 @@
+# shellcheck shell=bash
+# The steps that the release experiments of docs/results/experiments/ share (source it after training/env.sh and
+# set REPO): a candidate against a shipped release, judged head to head on held-out phantoms by a rule fixed
+# before any map. Each function is resumable: what it has made is kept.
+
+exp_stamp() { echo "[$(date +%H:%M:%S)] $*"; }
+
+exp_unpack() {  # exp_unpack COMMIT DEST PATHS...: files of a commit, once (a release judged against stays as committed)
+  local commit=$1 dest=$2; shift 2
+  if [ -d "$dest" ]; then return; fi
+  rm -rf "$dest.tmp" && mkdir -p "$dest.tmp"
+  git -C "$REPO" archive "$commit" "$@" | tar -x -C "$dest.tmp"
+  mv "$dest.tmp" "$dest"
+}
+
+exp_oof() {  # exp_oof MODEL_FOLDER RAW_DATASET OUT LOG: a member's out-of-fold maps (each fold on its validation cases)
+  if [ -f "$3/.complete" ]; then exp_stamp "out-of-fold maps $3: done"; return; fi
+  exp_stamp "out-of-fold maps $3"
+  "$PY" "$REPO/training/predict_oof.py" --model "$1" --raw "$2" --out "$3" > "$4" 2>&1
+  touch "$3/.complete"
+}
+
+exp_fit() {  # exp_fit BASE_SPEC OOF_ROOT LABELS OUT THREADS LOG [SEARCH...]: the shipped fit's command
+  # (training/fit_default.py: mean rank over the five metrics, nested 5-fold CV, seed 0) on default, DA5 and iso
+  local base=$1 oof=$2 labels=$3 out=$4 threads=$5 log=$6; shift 6
+  if [ -f "$out/report.md" ]; then exp_stamp "fit $out: done"; return; fi  # written last
+  exp_stamp "fit $out"
+  rm -rf "$out"
+  "$NNUNET_BIN/panther-ensemble" fit --base-spec "$base" --oof default="$oof/default" DA5="$oof/DA5" iso="$oof/iso" \
+    --gt "$labels" --out "$out" --objective mean-rank --folds 5 --seed 0 --threads "$threads" "$@" > "$log" 2>&1
+}
+
+exp_candidate_spec() {  # exp_candidate_spec FITTED_SPEC OUT DESCRIPTION: the fitted spec, described, once
+  if [ -f "$2" ]; then return; fi
+  "$PY" - "$1" "$2" "$3" <<'PY'
+import json, sys
+spec = json.load(open(sys.argv[1]))
+spec["description"] = sys.argv[3]
+open(sys.argv[2], "w").write(json.dumps(spec, indent=2) + "\n")
+PY
+}
+
+exp_heldout() {  # exp_heldout TASK SEEDS MODEL_DIR MEMBERS_SPEC SPEC OUT WORK THREADS [--stage maps]
+  "$PY" "$REPO/training/evaluate_heldout.py" --task "$1" --seeds "$2" --model-dir "$3" --members-spec "$4" \
+    --spec "$5" --out "$6" --work "$7" --threads "$8" "${@:9}"
+}
+
+exp_share_maps() {  # exp_share_maps FROM TO: TO scores FROM's phantoms and member maps (another spec, the same members)
+  local d
+  mkdir -p "$2"
+  for d in images gt maps; do ln -sfn "$1/$d" "$2/$d"; done
+}
+
+exp_head_to_head() {  # exp_head_to_head NEW_WORK OLD_WORK NEW_NAME OLD_NAME OUT: fitted masks, paired bootstrap
+  diff -r -q "$1/gt" "$2/gt"  # the same phantoms, or the comparison means nothing
+  "$NNUNET_BIN/panther-ensemble" evaluate --pred "$1/pred/fitted" "$2/pred/fitted" --names "$3" "$4" --gt "$2/gt" \
+    --bootstrap 2000 --reference "$4" --out "$5"
+}
+
+exp_rule_says_ship() {  # exp_rule_says_ship HEAD_TO_HEAD NEW_NAME OLD_NAME: exit 0 when the rule says ship
+  # the rule of every release experiment: a better mean rank, and no paired 95% interval wholly on the worse side
+  "$PY" - "$@" <<'PY'
+import json, sys
+from pathlib import Path
+h, new, old = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+board = {r["name"]: r["mean_rank"] for r in json.loads((h / "leaderboard.json").read_text())["leaderboard"]}
+paired = json.loads((h / "bootstrap.json").read_text())["paired"][new]
+lower_is_better = {"hd95", "masd", "volume_rmse_mm3"}
+worse = [m for m, d in paired.items() if (d["low"] > 0 if m in lower_is_better else d["high"] < 0)]
+if not board[new] < board[old] or worse:
+    sys.exit(f"{h}: the rule says no (mean rank {board[new]} against {board[old]}; "
+             f"intervals wholly on the worse side: {worse or 'none'})")
+print(f"{h}: the rule says ship (mean rank {board[new]} against {board[old]})")
+PY
+}
