@@ -13,7 +13,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../../../.." && pwd)
 # shellcheck source=../../../../training/env.sh
 source "$REPO/training/env.sh"
-PE="$NNUNET_BIN/panther-ensemble"
+# shellcheck source=../../../../training/experiment.sh
+source "$REPO/training/experiment.sh"
 TASK=${TASK:-1}
 case $TASK in  # A = the shipped search of the task (training/reproduce.sh, FIT_SEARCH before this experiment)
   1) D=Dataset901_PhantomT1; SEARCH_A=(); KMC="off,1,2" ;;  # the counts of keep_largest's search
@@ -31,35 +32,28 @@ SHIPPED=$OUT/release36ep_task$TASK.json
 SHIPPED_TABLE=$OUT/heldout_release36ep_seeds$SEEDS
 OOF=$PANTHER_DATA/oof/$D
 STEPS=${*:-maps fits shift heldout judge}
-stamp() { echo "[$(date +%H:%M:%S)] $*"; }
 mkdir -p "$W"
 
 fit_run() {  # fit_run NAME [EXTRA OPTIONS...]: the shipped fit's command (fit_default.py) with extra options
   local name=$1; shift
-  if [ -f "$W/fit$name/report.md" ]; then stamp "fit $name: done"; return; fi
-  rm -rf "$W/fit$name"
-  "$PE" fit --base-spec "$BASE" --oof default="$OOF/default" DA5="$OOF/DA5" iso="$OOF/iso" \
-    --gt "$nnUNet_raw/$D/labelsTr" --out "$W/fit$name" --objective mean-rank --folds 5 --seed 0 --threads 1 "$@" \
-    > "$W/fit$name.log" 2>&1
+  exp_fit "$BASE" "$OOF" "$nnUNet_raw/$D/labelsTr" "$W/fit$name" 1 "$W/fit$name.log" "$@"
 }
 
 chose_confident() { "$PY" -c "import json,sys; sys.exit(0 if json.load(open('$W/fitB/report.json'))['chosen']['postprocess'].get('keep_most_confident') else 1)"; }
 
-heldout() {  # heldout SPEC OUT WORK: evaluate_heldout.py on the decision seeds (member maps shared through WORK)
-  "$PY" "$REPO/training/evaluate_heldout.py" --task "$TASK" --seeds "$SEEDS" --work "$3" --threads "${THREADS:-2}" \
-    --members-spec "$BASE" --spec "$1" --out "$2"
+heldout() {  # heldout SPEC OUT WORK [--stage maps]: evaluate_heldout.py on the decision seeds (maps shared through WORK)
+  exp_heldout "$TASK" "$SEEDS" "$REPO/model_weights" "$BASE" "$1" "$2" "$3" "${THREADS:-2}" "${@:4}"
 }
 
 for s in $STEPS; do
   case $s in
     maps)
-      stamp "out-of-fold maps of the shipped members"
+      exp_stamp "out-of-fold maps of the shipped members"
       (cd "$REPO" && MODELS=shipped TASKS=$TASK training/reproduce.sh data oof)
-      stamp "member maps on seeds $SEEDS"
-      "$PY" "$REPO/training/evaluate_heldout.py" --task "$TASK" --seeds "$SEEDS" --work "$W/heldout_shipped" \
-        --threads "${THREADS:-2}" --members-spec "$BASE" --stage maps --out "$SHIPPED_TABLE" ;;
+      exp_stamp "member maps on seeds $SEEDS"
+      heldout "$SHIPPED" "$SHIPPED_TABLE" "$W/heldout_shipped" --stage maps ;;
     fits)
-      stamp "fits A and B"
+      exp_stamp "fits A and B"
       fit_run A "${SEARCH_A[@]}" & a=$!
       fit_run B "${SEARCH_B[@]}" & b=$!
       wait "$a"; wait "$b"
@@ -68,33 +62,22 @@ for s in $STEPS; do
         cp "$W/fit$n/report.md" "$W/fit$n/report.json" "$W/fit$n/tradeoff.png" "$W/fit$n/spec.json" "$OUT/fit_$n/"
       done ;;
     shift)
-      if ! chose_confident; then stamp "B does not keep the most confident component: nothing to judge"; continue; fi
-      if [ ! -f "$OUT/candidate_task$TASK.json" ]; then
-        "$PY" - "$W/fitB/spec.json" "$OUT/candidate_task$TASK.json" "$TASK" "$KMC" <<'PY'
-import json, sys
-spec = json.load(open(sys.argv[1]))
-task, kmc = sys.argv[3], sys.argv[4]
-spec["description"] = (f"Task {task} candidate of docs/results/experiments/keep_confident_task{task}: the shipped "
-                       f"members, fitted with --keep-most-confident {kmc} on their out-of-fold maps; not shipped unless judged")
-open(sys.argv[2], "w").write(json.dumps(spec, indent=2) + "\n")
-PY
-      fi
+      if ! chose_confident; then exp_stamp "B does not keep the most confident component: nothing to judge"; continue; fi
+      exp_candidate_spec "$W/fitB/spec.json" "$OUT/candidate_task$TASK.json" \
+        "Task $TASK candidate of docs/results/experiments/keep_confident_task$TASK: the shipped members, fitted with --keep-most-confident $KMC on their out-of-fold maps; not shipped unless judged"
       "$PY" "$REPO/training/fold_shift.py" --spec "$W/fitB/spec.json" --task "$TASK" --seeds 1300-1309 \
         --work "$PANTHER_DATA/shift/task$TASK" --threads "${THREADS:-2}" --out "$OUT/fold_shift.json" \
         --apply-to "$OUT/candidate_task$TASK.json" ;;
     heldout)
       heldout "$SHIPPED" "$SHIPPED_TABLE" "$W/heldout_shipped"
       if chose_confident; then
-        mkdir -p "$W/heldout_candidate"
-        for d in images gt maps; do ln -sfn "$W/heldout_shipped/$d" "$W/heldout_candidate/$d"; done
+        exp_share_maps "$W/heldout_shipped" "$W/heldout_candidate"
         heldout "$OUT/candidate_task$TASK.json" "$OUT/heldout_candidate_seeds$SEEDS" "$W/heldout_candidate"
       fi ;;
     judge)
       if ! chose_confident; then continue; fi
-      "$PE" evaluate --pred "$W/heldout_candidate/pred/fitted" "$W/heldout_shipped/pred/fitted" \
-        --names keep_confident shipped --gt "$W/heldout_shipped/gt" --bootstrap 2000 --reference shipped \
-        --out "$OUT/head_to_head_seeds$SEEDS" ;;
+      exp_head_to_head "$W/heldout_candidate" "$W/heldout_shipped" keep_confident shipped "$OUT/head_to_head_seeds$SEEDS" ;;
     *) echo "run.sh: unknown step '$s'" >&2; exit 2 ;;
   esac
 done
-stamp "done"
+exp_stamp "done"

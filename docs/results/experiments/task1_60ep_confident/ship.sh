@@ -12,30 +12,19 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../../../.." && pwd)
 # shellcheck source=../../../../training/env.sh
 source "$REPO/training/env.sh"
+# shellcheck source=../../../../training/experiment.sh
+source "$REPO/training/experiment.sh"
 D=Dataset901_PhantomT1
 W=$PANTHER_DATA/exp/task1_60ep_confident
 SEEDS=1220-1239
-stamp() { echo "[$(date +%H:%M:%S)] $*"; }
 
-"$PY" - "$HERE/head_to_head_seeds$SEEDS" <<'PY'
-import json, sys
-from pathlib import Path
-h = Path(sys.argv[1])
-board = {r["name"]: r["mean_rank"] for r in json.loads((h / "leaderboard.json").read_text())["leaderboard"]}
-paired = json.loads((h / "bootstrap.json").read_text())["paired"]["candidate_60ep"]
-lower_is_better = {"hd95", "masd", "volume_rmse_mm3"}
-worse = [m for m, d in paired.items() if (d["low"] > 0 if m in lower_is_better else d["high"] < 0)]
-if not board["candidate_60ep"] < board["release"] or worse:
-    sys.exit(f"ship.sh: {h}: the rule says no (mean rank {board['candidate_60ep']} against {board['release']}; "
-             f"intervals wholly on the worse side: {worse or 'none'})")
-print(f"{h}: the rule says ship (mean rank {board['candidate_60ep']} against {board['release']})")
-PY
+exp_rule_says_ship "$HERE/head_to_head_seeds$SEEDS" candidate_60ep release
 
-stamp "members"
+exp_stamp "members"
 rm -rf "${REPO:?}/model_weights/$D"
 cp -r "$W/model_weights/$D" "$REPO/model_weights/$D"
 
-stamp "fit (run.sh's, kept by fit_default.py as current)"
+exp_stamp "fit (run.sh's, kept by fit_default.py as current)"
 FW=$W/fit_default
 if [ ! -f "$FW/fit/report.md" ]; then
   rm -rf "$FW" && mkdir -p "$FW"
@@ -49,13 +38,13 @@ fi
   --report "$REPO/docs/results/fit_task1" --search "--keep-most-confident off,1,2"
 cmp "$FW/fit/spec.json" "$HERE/fit/spec.json"
 
-stamp "threshold transfer (run.sh's maps)"
+exp_stamp "threshold transfer (run.sh's maps)"
 "$PY" "$REPO/training/fold_shift.py" --spec "$REPO/docs/results/fit_task1/spec.json" --task 1 --seeds 1300-1309 \
   --work "$W/shift" --threads 2 --out "$REPO/docs/results/fit_task1/fold_shift.json" --apply-to "$REPO/resources/task1.json"
 
-stamp "held-out seeds 1100-1119"
+exp_stamp "held-out seeds 1100-1119"
 OLD=$REPO/docs/results/experiments/keep_confident_task1/heldout_release_seeds1100-1119
 if [ ! -d "$OLD" ]; then git -C "$REPO" mv docs/results/heldout_task1 "$OLD"; fi
 "$PY" "$REPO/training/evaluate_heldout.py" --task 1 --seeds 1100-1119 --work "$W/heldout_1100-1119" --threads 2 \
   --members-spec "$REPO/docs/results/fit_task1/base.json" --out "$REPO/docs/results/heldout_task1"
-stamp "done: now TASKS=1 bash training/make_samples.sh && bash test/make_expected.sh"
+exp_stamp "done: now TASKS=1 bash training/make_samples.sh && bash test/make_expected.sh"
