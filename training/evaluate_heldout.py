@@ -113,10 +113,12 @@ def main() -> int:
     for seed in parse_seeds(a.seeds):  # the members' maps, kept (float32) so that a re-run or the fit's turn resumes
         case = f"t{a.task}_seed{seed}"
         cases.append(case)
-        if not (images / f"{case}.mha").exists():
+        if not (images / f"{case}.mha").exists():  # the image is written last and whole: it marks a finished phantom
             image, label = generate_phantom(a.task, seed)
-            sitk.WriteImage(label, str(gt_dir / f"{case}.mha"), True)
-            sitk.WriteImage(image, str(images / f"{case}.mha"), True)
+            for img, folder in ((label, gt_dir), (image, images)):
+                tmp = folder / f".{case}.partial.mha"  # a run stopped mid-write (a full disk) leaves no image to reuse
+                sitk.WriteImage(img, str(tmp), True)
+                tmp.replace(folder / f"{case}.mha")
         if all(is_current(map_root / n / f"{case}.npz", checkpoints[n]) for n in names):
             continue
         array, geometry = read_image(images / f"{case}.mha")
