@@ -45,7 +45,8 @@ TABLES = {
         ("1160-1179 (the release decision)", "docs/results/heldout_task2_seeds1160-1179/leaderboard.json", "fitted"),
         ("1200-1219", f"{T2}/heldout_release36ep_seeds1200-1219/leaderboard.json", "fitted"),
         ("1220-1239", f"{T2}/confirm_release36ep_seeds1220-1239/leaderboard.json", "fitted"),
-        ("80: all four", f"{T2}/pooled_release36ep_1100-1119_1160-1179_1200-1239.json", "all"),
+        ("1240-1259", "docs/results/experiments/task2_60ep/heldout_release_seeds1240-1259/leaderboard.json", "fitted"),
+        ("100: all five", "docs/results/experiments/task2_60ep/pooled_release36ep_1100-1119_1160-1179_1200-1259.json", "all"),
     ]),
 }
 ORDINAL = {1: "1st", 2: "2nd", 3: "3rd"}
