@@ -73,3 +73,21 @@ if not board[new] < board[old] or worse:
 print(f"{h}: the rule says ship (mean rank {board[new]} against {board[old]})")
 PY
 }
+
+exp_ship_fit() {  # exp_ship_fit TASK DATASET WORK SEARCH FITTED_SPEC: docs/results/fit_task<N> and resources/task<N>.json
+  # by training/fit_default.py, which keeps the experiment's own fit (WORK/fit, on WORK/oof) as current: the same
+  # command on the same maps; checked against the experiment's fitted spec
+  local task=$1 dataset=$2 work=$3 search=$4 fitted=$5 fw=$3/fit_default
+  if [ ! -f "$fw/fit/report.md" ]; then
+    rm -rf "$fw" && mkdir -p "$fw"
+    "$PY" -c 'import json, sys; sys.path.insert(0, sys.argv[1]); from fit_default import base_spec
+print(json.dumps(base_spec(int(sys.argv[2]), ["default", "DA5", "iso"]), indent=2))' "$REPO/training" "$task" > "$fw/base.json"
+    echo "$search" > "$fw/search.txt"
+    cmp "$fw/base.json" "$work/release/docs/results/fit_task$task/base.json"  # the base spec the experiment fitted with
+    sleep 1 && cp -r "$work/fit" "$fw/fit"  # newer than its inputs: fit_default.py keeps it
+  fi
+  # shellcheck disable=SC2154  # nnUNet_raw: training/env.sh, sourced before this file
+  "$PY" "$REPO/training/fit_default.py" --task "$task" --oof "$work/oof" --gt "$nnUNet_raw/$dataset/labelsTr" \
+    --work "$fw" --report "$REPO/docs/results/fit_task$task" --search "$search"
+  cmp "$fw/fit/spec.json" "$fitted"
+}

@@ -27,18 +27,7 @@ rm -rf "${REPO:?}/model_weights/$D"
 cp -rp "$HERE/candidate/model_weights/$D" "$REPO/model_weights/$D"
 
 exp_stamp "fit (run.sh's, kept by fit_default.py as current)"
-FW=$W/fit_default
-if [ ! -f "$FW/fit/report.md" ]; then
-  rm -rf "$FW" && mkdir -p "$FW"
-  "$PY" -c 'import json, sys; sys.path.insert(0, sys.argv[1]); from fit_default import base_spec
-print(json.dumps(base_spec(2, ["default", "DA5", "iso"]), indent=2))' "$REPO/training" > "$FW/base.json"
-  echo "$SEARCH" > "$FW/search.txt"
-  cmp "$FW/base.json" "$W/release/docs/results/fit_task2/base.json"  # the base spec run.sh fitted with
-  sleep 1 && cp -r "$W/fit" "$FW/fit"  # newer than its inputs: fit_default.py keeps it
-fi
-"$PY" "$REPO/training/fit_default.py" --task 2 --oof "$W/oof" --gt "$nnUNet_raw/$D/labelsTr" --work "$FW" \
-  --report "$REPO/docs/results/fit_task2" --search "$SEARCH"
-cmp "$FW/fit/spec.json" "$HERE/fit/spec.json"
+exp_ship_fit 2 "$D" "$W" "$SEARCH" "$HERE/fit/spec.json"
 
 exp_stamp "threshold transfer (run.sh's maps)"
 "$PY" "$REPO/training/fold_shift.py" --spec "$REPO/docs/results/fit_task2/spec.json" --task 2 --seeds 1300-1309 \
