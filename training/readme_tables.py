@@ -27,6 +27,7 @@ ENTRY = {"fitted ensemble (held-out)": "fitted (shipped spec's fit)", "equal-wei
          "fitted": "**fitted (shipped)**", "equal": "equal weights, argmax"}
 T1 = "docs/results/experiments/task1_60ep_confident"
 T2 = "docs/results/experiments/keep_confident_task2"
+T2G = "docs/results/experiments/task2_60ep_guard"
 # NAME -> (first column's title, [(first column, result file, the entries to show: "all" or "fitted")])
 TABLES = {
     "nested-cv": ("task", [
@@ -42,11 +43,23 @@ TABLES = {
     ]),
     "heldout-task2": ("held-out cases (Task 2)", [
         ("1100-1119", "docs/results/heldout_task2/leaderboard.json", "fitted"),
+        ("1160-1179", f"{T2G}/heldout_release_seeds1160-1179/leaderboard.json", "fitted"),
+        ("1200-1219", f"{T2G}/heldout_release_seeds1200-1219/leaderboard.json", "fitted"),
+        ("1220-1239", f"{T2G}/heldout_release_seeds1220-1239/leaderboard.json", "fitted"),
+        ("1260-1279 (the release decision)", f"{T2G}/heldout_candidate_seeds1260-1279/leaderboard.json", "fitted"),
+        ("100: all five", f"{T2G}/pooled_release_1100-1119_1160-1179_1200-1239_1260-1279.json", "all"),
+        ("1240-1259 (post hoc: the set that prompted the release's rule; not pooled)",
+         f"{T2G}/posthoc_candidate_seeds1240-1259/leaderboard.json", "fitted"),
+    ]),
+    # the release before (36-epoch members, 2026-12-03 to 2026-12-05), in docs/results/HISTORY.md
+    "heldout-task2-36ep": ("held-out cases (Task 2, 36-epoch release)", [
+        ("1100-1119", f"{T2G}/heldout_release36ep_seeds1100-1119/leaderboard.json", "fitted"),
         ("1160-1179 (the release decision)", "docs/results/heldout_task2_seeds1160-1179/leaderboard.json", "fitted"),
         ("1200-1219", f"{T2}/heldout_release36ep_seeds1200-1219/leaderboard.json", "fitted"),
         ("1220-1239", f"{T2}/confirm_release36ep_seeds1220-1239/leaderboard.json", "fitted"),
         ("1240-1259", "docs/results/experiments/task2_60ep/heldout_release_seeds1240-1259/leaderboard.json", "fitted"),
-        ("100: all five", "docs/results/experiments/task2_60ep/pooled_release36ep_1100-1119_1160-1179_1200-1259.json", "all"),
+        ("1260-1279", f"{T2G}/heldout_release_seeds1260-1279/leaderboard.json", "fitted"),
+        ("100: 1100-1119, 1160-1179, 1200-1259", "docs/results/experiments/task2_60ep/pooled_release36ep_1100-1119_1160-1179_1200-1259.json", "all"),
     ]),
 }
 ORDINAL = {1: "1st", 2: "2nd", 3: "3rd"}
@@ -114,7 +127,8 @@ def main(argv=None) -> int:
     mode = ap.add_mutually_exclusive_group(required=True)
     mode.add_argument("--check", action="store_true")
     mode.add_argument("--write", action="store_true")
-    ap.add_argument("files", nargs="*", type=Path, default=[REPO / "README.md", REPO / "training" / "README.md"])
+    shown_in = ("README.md", "training/README.md", "docs/FITTING.md", "docs/results/HISTORY.md")
+    ap.add_argument("files", nargs="*", type=Path, default=[REPO / f for f in shown_in])
     a = ap.parse_args(argv)
     stale = []
     for f in a.files:
