@@ -30,6 +30,21 @@ exp_fit() {  # exp_fit BASE_SPEC OOF_ROOT LABELS OUT THREADS LOG [SEARCH...]: th
     --gt "$labels" --out "$out" --objective mean-rank --folds 5 --seed 0 --threads "$threads" "$@" > "$log" 2>&1
 }
 
+exp_keep_fit() {  # exp_keep_fit FIT_WORK DEST: the fit's report, spec and trade-off picture, committed beside the plan
+  mkdir -p "$2"
+  cp "$1/report.md" "$1/report.json" "$1/tradeoff.png" "$1/spec.json" "$2/"
+}
+
+exp_same_choice() {  # exp_same_choice SPEC_A SPEC_B: exit 0 when two fitted specs choose the same members' weights,
+  # decision and rules (a trial whose fit chose what is already judged has nothing new to judge)
+  "$PY" - "$1" "$2" <<'PY'
+import json, sys
+a, b = (json.load(open(f)) for f in sys.argv[1:])
+key = lambda s: (s["members"], s["decision"], s["postprocess"])
+sys.exit(0 if key(a) == key(b) else 1)
+PY
+}
+
 exp_candidate_spec() {  # exp_candidate_spec FITTED_SPEC OUT DESCRIPTION: the fitted spec, described, once
   if [ -f "$2" ]; then return; fi
   "$PY" - "$1" "$2" "$3" <<'PY'
@@ -38,6 +53,14 @@ spec = json.load(open(sys.argv[1]))
 spec["description"] = sys.argv[3]
 open(sys.argv[2], "w").write(json.dumps(spec, indent=2) + "\n")
 PY
+}
+
+exp_shift() {  # exp_shift TASK FITTED_SPEC MODEL_DIR WORK THREADS CANDIDATE DESCRIPTION: the candidate spec (once),
+  # its threshold moved by the fold-ensemble transfer on the unlabeled seeds 1300-1309 (training/fold_shift.py;
+  # fold_shift.json beside the candidate)
+  exp_candidate_spec "$2" "$6" "$7"
+  "$PY" "$REPO/training/fold_shift.py" --spec "$2" --task "$1" --seeds 1300-1309 --model-dir "$3" \
+    --work "$4" --threads "$5" --out "$(dirname "$6")/fold_shift.json" --apply-to "$6"
 }
 
 exp_heldout() {  # exp_heldout TASK SEEDS MODEL_DIR MEMBERS_SPEC SPEC OUT WORK THREADS [--stage maps]

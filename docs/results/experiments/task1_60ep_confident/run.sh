@@ -57,13 +57,10 @@ for s in $STEPS; do
         --stage maps > "$PANTHER_DATA/logs/exp60c_maps_candidate.log" 2>&1 ;;
     fit)
       exp_fit "$BASE" "$W/oof" "$nnUNet_raw/$D/labelsTr" "$W/fit" "$THREADS" "$PANTHER_DATA/logs/exp60c_fit.log" "${SEARCH[@]}"
-      mkdir -p "$HERE/fit"
-      cp "$W/fit/report.md" "$W/fit/report.json" "$W/fit/tradeoff.png" "$W/fit/spec.json" "$HERE/fit/" ;;
+      exp_keep_fit "$W/fit" "$HERE/fit" ;;
     shift)
-      exp_candidate_spec "$W/fit/spec.json" "$HERE/candidate_task1.json" \
-        "Task 1 candidate of docs/results/experiments/task1_60ep_confident: the 60-epoch members (commit 73ff311), fitted with the shipped search on their out-of-fold maps; not shipped unless judged"
-      "$PY" "$REPO/training/fold_shift.py" --spec "$W/fit/spec.json" --task 1 --seeds 1300-1309 --model-dir "$NEW" \
-        --work "$W/shift" --threads "$THREADS" --out "$HERE/fold_shift.json" --apply-to "$HERE/candidate_task1.json" ;;
+      exp_shift 1 "$W/fit/spec.json" "$NEW" "$W/shift" "$THREADS" "$HERE/candidate_task1.json" \
+        "Task 1 candidate of docs/results/experiments/task1_60ep_confident: the 60-epoch members (commit 73ff311), fitted with the shipped search on their out-of-fold maps; not shipped unless judged" ;;
     heldout)
       heldout "$REL/model_weights" "$REL/resources/task1.json" "$HERE/heldout_release_seeds$SEEDS" "$W/heldout_release" "$THREADS"
       heldout "$NEW" "$HERE/candidate_task1.json" "$HERE/heldout_candidate_seeds$SEEDS" "$W/heldout_candidate" "$THREADS"

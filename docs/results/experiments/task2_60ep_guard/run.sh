@@ -37,14 +37,6 @@ oof() { exp_oof "$NEW/$D/${FOLDER[$1]}" "$nnUNet_raw/$D" "$W60/oof/$1" "${LOG}_o
 heldout() {  # heldout MODEL_DIR SPEC OUT WORK THREADS [--stage maps]
   exp_heldout 2 "$SEEDS" "$1" "$BASE" "$2" "$3" "$4" "$5" "${@:6}"
 }
-same_choice() {  # exit 0 when two fitted specs choose the same members' weights, decision and rules
-  "$PY" - "$1" "$2" <<'PY'
-import json, sys
-a, b = (json.load(open(f)) for f in sys.argv[1:])
-key = lambda s: (s["members"], s["decision"], s["postprocess"])
-sys.exit(0 if key(a) == key(b) else 1)
-PY
-}
 
 for s in $STEPS; do
   case $s in
@@ -54,9 +46,8 @@ for s in $STEPS; do
         oof default & a=$!; oof DA5 & b=$!; wait "$a"; wait "$b"; oof iso
       fi
       exp_fit "$BASE" "$W60/oof" "$nnUNet_raw/$D/labelsTr" "$W/fit" "${FIT_THREADS:-$THREADS}" "${LOG}_fit.log" "${SEARCH[@]}"
-      mkdir -p "$HERE/fit"
-      cp "$W/fit/report.md" "$W/fit/report.json" "$W/fit/tradeoff.png" "$W/fit/spec.json" "$HERE/fit/"
-      if same_choice "$HERE/fit/spec.json" "$EARLIER/fit/spec.json"; then
+      exp_keep_fit "$W/fit" "$HERE/fit"
+      if exp_same_choice "$HERE/fit/spec.json" "$EARLIER/fit/spec.json"; then
         exp_stamp "fit: the earlier candidate's choice again; by the plan there is nothing to judge"
         exit 0
       fi ;;
@@ -68,10 +59,8 @@ for s in $STEPS; do
       heldout "$NEW" "$REL/resources/task2.json" "$HERE/heldout_candidate_seeds$SEEDS" "$W/heldout_candidate" \
         "${MAP_THREADS:-$THREADS}" --stage maps > "${LOG}_maps_candidate.log" 2>&1 ;;
     shift)
-      exp_candidate_spec "$W/fit/spec.json" "$HERE/candidate_task2.json" \
-        "Task 2 candidate of docs/results/experiments/task2_60ep_guard: the 60-epoch members, fitted with the shipped search plus never_empty and keep_most_confident on their out-of-fold maps; not shipped unless judged"
-      "$PY" "$REPO/training/fold_shift.py" --spec "$W/fit/spec.json" --task 2 --seeds 1300-1309 --model-dir "$NEW" \
-        --work "$W60/shift" --threads "$THREADS" --out "$HERE/fold_shift.json" --apply-to "$HERE/candidate_task2.json" ;;
+      exp_shift 2 "$W/fit/spec.json" "$NEW" "$W60/shift" "$THREADS" "$HERE/candidate_task2.json" \
+        "Task 2 candidate of docs/results/experiments/task2_60ep_guard: the 60-epoch members, fitted with the shipped search plus never_empty and keep_most_confident on their out-of-fold maps; not shipped unless judged" ;;
     heldout)
       heldout "$REL/model_weights" "$REL/resources/task2.json" "$HERE/heldout_release_seeds$SEEDS" "$W/heldout_release" "$THREADS"
       heldout "$NEW" "$HERE/candidate_task2.json" "$HERE/heldout_candidate_seeds$SEEDS" "$W/heldout_candidate" "$THREADS" ;;

@@ -36,14 +36,6 @@ oof() { exp_oof "$MODELS_DIR/$D/${FOLDER[$1]}" "$nnUNet_raw/$D" "$W/oof/$1" "${L
 heldout() {  # heldout SPEC OUT WORK THREADS [--stage maps]
   exp_heldout 2 "$SEEDS" "$MODELS_DIR" "$BASE" "$1" "$2" "$3" "$4" "${@:5}"
 }
-same_choice() {  # exit 0 when two fitted specs choose the same members' weights, decision and rules
-  "$PY" - "$1" "$2" <<'PY'
-import json, sys
-a, b = (json.load(open(f)) for f in sys.argv[1:])
-key = lambda s: (s["members"], s["decision"], s["postprocess"])
-sys.exit(0 if key(a) == key(b) else 1)
-PY
-}
 
 for s in $STEPS; do
   case $s in
@@ -53,9 +45,8 @@ for s in $STEPS; do
         oof default & a=$!; oof DA5 & b=$!; wait "$a"; wait "$b"; oof iso
       fi
       exp_fit "$BASE" "$W/oof" "$nnUNet_raw/$D/labelsTr" "$W/fit" "${FIT_THREADS:-$THREADS}" "${LOG}_fit.log" "${SEARCH[@]}"
-      mkdir -p "$HERE/fit"
-      cp "$W/fit/report.md" "$W/fit/report.json" "$W/fit/tradeoff.png" "$W/fit/spec.json" "$HERE/fit/"
-      if same_choice "$HERE/fit/spec.json" "$REL/docs/results/fit_task2/spec.json"; then
+      exp_keep_fit "$W/fit" "$HERE/fit"
+      if exp_same_choice "$HERE/fit/spec.json" "$REL/docs/results/fit_task2/spec.json"; then
         exp_stamp "fit: the shipped choice again; by the plan there is nothing to judge"
         exit 0
       fi ;;
@@ -65,10 +56,8 @@ for s in $STEPS; do
         "${MAP_THREADS:-$THREADS}" --stage maps > "${LOG}_maps.log" 2>&1
       exp_share_maps "$W/heldout_release" "$W/heldout_candidate" ;;
     shift)
-      exp_candidate_spec "$W/fit/spec.json" "$HERE/candidate_task2.json" \
-        "Task 2 candidate of docs/results/experiments/task2_keep2: the shipped members, fitted with the shipped search widened to two kept components; not shipped unless judged"
-      "$PY" "$REPO/training/fold_shift.py" --spec "$W/fit/spec.json" --task 2 --seeds 1300-1309 --model-dir "$MODELS_DIR" \
-        --work "$W/shift" --threads "$THREADS" --out "$HERE/fold_shift.json" --apply-to "$HERE/candidate_task2.json" ;;
+      exp_shift 2 "$W/fit/spec.json" "$MODELS_DIR" "$W/shift" "$THREADS" "$HERE/candidate_task2.json" \
+        "Task 2 candidate of docs/results/experiments/task2_keep2: the shipped members, fitted with the shipped search widened to two kept components; not shipped unless judged" ;;
     heldout)
       heldout "$REL/resources/task2.json" "$HERE/heldout_release_seeds$SEEDS" "$W/heldout_release" "$THREADS"
       heldout "$HERE/candidate_task2.json" "$HERE/heldout_candidate_seeds$SEEDS" "$W/heldout_candidate" "$THREADS" ;;
