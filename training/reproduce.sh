@@ -112,6 +112,7 @@ timed() {  # timed STEP: run step_STEP and record its wall time
   "step_$1"
   local file=$HERE/timings.json
   if [ "$MODELS" = shipped ]; then file=$HERE/timings_shipped.json; fi  # not a step of the from-scratch rebuild
+  file=${TIMINGS_FILE:-$file}  # an experiment that borrows a step records it apart from the rebuild's timings
   "$PY" "$HERE/timings.py" "$file" "$1" $(( $(date +%s) - t0 )) "$TASKS"
 }
 
@@ -128,7 +129,10 @@ gen() {  # gen TASK SEEDS DATASET_ID NAME: phantoms into the raw dataset, in two
 
 # the datasets that data and plan make: the pre-training's (0) only when the members are trained from it; a run
 # that seeds them from shipped ones (`seed`, without `pretrain`) or scores shipped ones needs the tasks' own only
-needs_pretraining_data() { [ "$MODELS" = trained ] && { has pretrain || ! has seed; }; }
+# PRETRAINING_DATA=no: data and plan make the TASKS datasets only (an experiment that trains from its own seeds)
+needs_pretraining_data() {
+  [ "${PRETRAINING_DATA:-auto}" != no ] && [ "$MODELS" = trained ] && { has pretrain || ! has seed; }
+}
 step_data() {
   local k datasets="1 2 0"
   if ! needs_pretraining_data; then datasets=$TASKS; fi

@@ -8,7 +8,9 @@ crashes with this CPU torch, see docs); source training/env.sh first.
         --epochs 30 [--iters 50] [--pretrained path/to/checkpoint_final.pth] [--lr 0.01] [--device cuda]
 
 --device (default $TRAIN_DEVICE, else cpu) is where nnU-Net's trainer runs: on cuda it takes nnU-Net's own GPU
-path (mixed precision, pinned memory), so a lent GPU machine trains the same recipe.
+path (mixed precision, pinned memory), so a lent GPU machine trains the same recipe. On the CPU,
+--cpu-autocast bf16 and --channels-last (defaults $TRAIN_CPU_AUTOCAST, $TRAIN_CHANNELS_LAST, else off) are the
+trainers' CPU levers (training/trainers.py, _CpuSpeed).
 """
 
 import argparse
@@ -66,6 +68,28 @@ def training_device(name: str) -> torch.device:
     return device
 
 
+def cpu_autocast_choice(value: str, device: torch.device) -> str:
+    """off or bf16, the trainer's cpu_autocast; ValueError when bfloat16 is asked of a CPU that would emulate it
+    (several times slower than float32 instead of faster). auto: bf16 where oneDNN runs it natively."""
+    if value not in ("off", "bf16", "auto"):
+        raise ValueError(f"--cpu-autocast {value}: off, bf16 or auto")
+    if device.type != "cpu" or value == "off":
+        return "off"
+    native = torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if value == "auto":
+        return "bf16" if native else "off"
+    if not native:
+        raise ValueError("--cpu-autocast bf16: this CPU has no native bfloat16 (AVX512-BF16 or AMX) for oneDNN; "
+                         "use off or auto")
+    return "bf16"
+
+
+def on_off(value: str) -> bool:
+    if value not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"{value!r}: on or off")
+    return value == "on"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", required=True, help="dataset id or name")
@@ -94,6 +118,12 @@ def main() -> None:
                          "40 %% fewer tiles on this CPU)")
     ap.add_argument("--device", default=os.environ.get("TRAIN_DEVICE", "cpu"),
                     help="cpu, cuda, cuda:N or mps (default: $TRAIN_DEVICE, else cpu)")
+    ap.add_argument("--cpu-autocast", default=os.environ.get("TRAIN_CPU_AUTOCAST", "off"),
+                    help="on the CPU: off, bf16 (the forward in bfloat16, as nnU-Net's float16 autocast on a GPU) or "
+                         "auto (bf16 where the CPU runs it natively) (default: $TRAIN_CPU_AUTOCAST, else off)")
+    ap.add_argument("--channels-last", type=on_off, default=os.environ.get("TRAIN_CHANNELS_LAST", "off"),
+                    help="on the CPU: on or off, weights and batches in channels_last_3d (default: "
+                         "$TRAIN_CHANNELS_LAST, else off)")
     ap.add_argument("--require-pseudo-dice", nargs="+", metavar="LABEL=VALUE", default=None,
                     help="floors on nnU-Net's pseudo Dice (mean of the last 5 epochs) per label, e.g. pancreas=0.3: "
                          "a run below one is moved aside and the script exits with status 3 (training/collapse.py)")
@@ -101,6 +131,7 @@ def main() -> None:
     try:
         floors = collapse.parse_floors(a.require_pseudo_dice)
         device = training_device(a.device)
+        cpu_autocast = cpu_autocast_choice(a.cpu_autocast, device)
     except ValueError as e:
         ap.error(str(e))
 
@@ -136,9 +167,12 @@ def main() -> None:
         tr.tumour_ce_weight = a.tumour_ce_weight
     if a.oversample is not None:
         tr.oversample_foreground_percent = a.oversample
+    tr.cpu_autocast = cpu_autocast
+    tr.channels_last = a.channels_last and device.type == "cpu"
     tr.print_to_log_file(f"phantom schedule on {tr.device}: {tr.num_epochs} epochs x {tr.num_iterations_per_epoch} iterations, "
                          f"lr {tr.initial_lr}, tumour CE weight {tr.tumour_ce_weight}, foreground oversampling "
-                         f"{tr.oversample_foreground_percent}, pretrained {a.pretrained}")
+                         f"{tr.oversample_foreground_percent}, pretrained {a.pretrained}, CPU autocast {tr.cpu_autocast}, "
+                         f"channels_last {tr.channels_last}")
     final = join(tr.output_folder, "checkpoint_final.pth")
     latest = join(tr.output_folder, "checkpoint_latest.pth")
     timing_file = join(tr.output_folder, "phantom_timing.json")
@@ -206,7 +240,8 @@ def main() -> None:
               "epochs": max(tr.num_epochs, tr.current_epoch),  # a checkpoint with more epochs is not cut back
               "iterations_per_epoch": tr.num_iterations_per_epoch, "lr": tr.initial_lr,
               "pretrained": a.pretrained, "mirrored_validation": bool(a.mirror_validation),
-              "validation_tile_step": a.val_step, "device": str(tr.device)}
+              "validation_tile_step": a.val_step, "device": str(tr.device), "cpu_autocast": tr.cpu_autocast,
+              "channels_last": tr.channels_last}
     seeded = join(tr.output_folder, "seeded_from.json")
     if os.path.isfile(seeded):  # training/seed_from_shipped.py: the run's first epochs are a shipped member's
         timing["seeded_from"] = load_json(seeded)["seeded_from"]

@@ -10,6 +10,8 @@ trainer name "nnUNetTrainerPhantom[DA5]"; our inference engine must load them wi
 module (it builds the network from plans.json).
 """
 
+import contextlib
+
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerDA5 import nnUNetTrainerDA5
@@ -33,6 +35,71 @@ class _TumourWeightedLoss:
         return loss
 
 
+class _CpuSpeed:
+    """Two CPU levers for the training step, both off by default (nnU-Net's CPU path unchanged). Set them
+    before `initialize()` (train_specialist.py --cpu-autocast, --channels-last).
+
+    - `cpu_autocast = "bf16"`: the network's forward under `torch.autocast("cpu", torch.bfloat16)`, the CPU
+      counterpart of the float16 autocast nnU-Net uses on every GPU; the weights, the optimizer and the loss stay
+      float32 (the outputs are cast back before the loss: a soft Dice summed over 150k voxels in bfloat16 keeps 3
+      significant digits). oneDNN runs bfloat16 convolutions natively on CPUs with AVX512-BF16 or AMX.
+    - `channels_last = True`: the network's weights and each batch in torch.channels_last_3d, the layout oneDNN's
+      convolutions prefer on the CPU (float32 results differ by rounding only).
+
+    On this 2-core machine both together make a training step of the shipped 24 x 80 x 80 network 2.2x faster
+    (bench/training_split.py). Elsewhere than the CPU, nnU-Net's own steps run unchanged."""
+
+    cpu_autocast = "off"
+    channels_last = False
+
+    def _cpu_levers(self) -> bool:
+        return self.device.type == "cpu" and (self.cpu_autocast != "off" or self.channels_last)
+
+    def _cpu_forward_context(self):
+        if self.cpu_autocast == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        if self.cpu_autocast != "off":
+            raise ValueError(f"cpu_autocast: {self.cpu_autocast!r} is not off or bf16")
+        return contextlib.nullcontext()
+
+    def initialize(self):
+        super().initialize()
+        if self.channels_last and self.device.type == "cpu":
+            # in place: the optimizer (made in initialize) keeps the same Parameter objects
+            self.network.to(memory_format=torch.channels_last_3d)
+
+    def _batch_to_device(self, batch: dict):
+        data = batch["data"].to(self.device)
+        if self.channels_last:
+            data = data.contiguous(memory_format=torch.channels_last_3d)
+        target = batch["target"]
+        target = [t.to(self.device) for t in target] if isinstance(target, list) else target.to(self.device)
+        return data, target
+
+    def train_step(self, batch: dict) -> dict:
+        if not self._cpu_levers():
+            return super().train_step(batch)
+        # nnU-Net's CPU train_step with autocast around the forward only (backward under autocast is not
+        # recommended by torch), and no grad scaler: bfloat16 has float32's exponent range
+        data, target = self._batch_to_device(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._cpu_forward_context():
+            output = self.network(data)
+        output = [o.float() for o in output] if isinstance(output, (list, tuple)) else output.float()
+        loss = self.loss(output, target)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+        self.optimizer.step()
+        return {"loss": loss.detach().cpu().numpy()}
+
+    def validation_step(self, batch: dict) -> dict:
+        if not self._cpu_levers():
+            return super().validation_step(batch)
+        # nnU-Net's own step (loss, then the pseudo Dice's tp/fp/fn of the argmax) on a bfloat16 forward
+        with self._cpu_forward_context():
+            return super().validation_step(batch)
+
+
 def _short_schedule(trainer) -> None:
     trainer.num_iterations_per_epoch = 50
     trainer.num_val_iterations_per_epoch = 8
@@ -43,7 +110,7 @@ def _short_schedule(trainer) -> None:
     trainer.oversample_foreground_percent = 0.5
 
 
-class nnUNetTrainerPhantom(_TumourWeightedLoss, nnUNetTrainer):
+class nnUNetTrainerPhantom(_CpuSpeed, _TumourWeightedLoss, nnUNetTrainer):
     """Default nnU-Net augmentation, short schedule for a 2-core CPU."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -52,7 +119,7 @@ class nnUNetTrainerPhantom(_TumourWeightedLoss, nnUNetTrainer):
         _short_schedule(self)
 
 
-class nnUNetTrainerPhantomDA5(_TumourWeightedLoss, nnUNetTrainerDA5):
+class nnUNetTrainerPhantomDA5(_CpuSpeed, _TumourWeightedLoss, nnUNetTrainerDA5):
     """nnU-Net's aggressive DA5 augmentation, same short schedule."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
