@@ -158,6 +158,16 @@ def test_reproduce_retries_a_network_that_did_not_learn_and_stops_after_its_trie
     assert run.returncode == 0, run.stderr
     assert len(calls) == 6 and all("--device cuda" in c for c in calls)
 
+    # the specialists train with the CPU levers (auto: bfloat16 where native), the pre-training without them
+    (tmp_path / "f").mkdir()
+    run, calls = _reproduce(tmp_path / "f", 0, 1, "pretrain", "train")
+    assert run.returncode == 0, run.stderr
+    assert len(calls) == 8 and not any("--cpu-autocast" in c or "--channels-last" in c for c in calls[:2])
+    assert all("--cpu-autocast auto --channels-last on" in c for c in calls[2:])
+    (tmp_path / "g").mkdir()
+    run, calls = _reproduce(tmp_path / "g", 0, 1, "train", T_CPU_AUTOCAST="off", T_CHANNELS_LAST="off")
+    assert run.returncode == 0 and all("--cpu-autocast off --channels-last off" in c for c in calls)
+
     (tmp_path / "e").mkdir()  # the stage-2 remedy to try: its learning rate, and only stage 2's
     run, calls = _reproduce(tmp_path / "e", 0, 1, "pretrain", P2_LR="0.005")
     assert run.returncode == 0, run.stderr

@@ -68,6 +68,11 @@ def training_device(name: str) -> torch.device:
     return device
 
 
+def native_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 natively on this CPU (AVX512-BF16 or AMX); elsewhere torch emulates it."""
+    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def cpu_autocast_choice(value: str, device: torch.device) -> str:
     """off or bf16, the trainer's cpu_autocast; ValueError when bfloat16 is asked of a CPU that would emulate it
     (several times slower than float32 instead of faster). auto: bf16 where oneDNN runs it natively."""
@@ -75,7 +80,7 @@ def cpu_autocast_choice(value: str, device: torch.device) -> str:
         raise ValueError(f"--cpu-autocast {value}: off, bf16 or auto")
     if device.type != "cpu" or value == "off":
         return "off"
-    native = torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    native = native_bf16()
     if value == "auto":
         return "bf16" if native else "off"
     if not native:
