@@ -54,6 +54,26 @@ def test_the_sample_case_tumour_is_found(interface):
     assert mask.any() and dice >= 0.6, f"{interface}: {mask.sum()} tumour voxels, Dice {dice:.3f}"
 
 
+@pytest.mark.parametrize("doc,pattern", [
+    ("README.md", r"The sample cases are found \(tumour Dice ([0-9.]+) and ([0-9.]+),"),
+    ("training/README.md", r"Both samples are found \(tumour Dice ([0-9.]+) and ([0-9.]+),"),
+    ("test/README.md", r"tumour Dice ([0-9.]+)\s+\(Task 1\) and ([0-9.]+) \(Task 2\)"),
+])
+def test_the_docs_give_the_sample_dice_of_the_expected_output(doc, pattern):
+    """The sample Dice the docs state is test/expected_output/metrics.json's (make_expected.sh writes it), rounded:
+    remaking the samples or the models must update the docs too."""
+    import json
+    import re
+
+    metrics = json.loads((REPO / "test" / "expected_output" / "metrics.json").read_text())
+    by_task = {find_socket_input(REPO / "test" / "input" / c).task: metrics[next(k for k in metrics if f"/{c}/" in k)]
+               for c in CASES}
+    found = re.search(pattern, (REPO / doc).read_text())
+    assert found, f"{doc}: no sample Dice sentence ({pattern})"
+    # metrics.json holds 4 decimals, the docs 3 (from the unrounded value): equal within that rounding
+    assert [float(x) for x in found.groups()] == pytest.approx([by_task[t]["dice"] for t in (1, 2)], abs=6e-4), doc
+
+
 @pytest.mark.parametrize("interface", CASES)
 def test_fast_mode_agrees_with_faithful_on_the_sample_case(interface):
     """The figure quoted in docs/ARCHITECTURE.md: fast (torch twins, float32) vs faithful (nnU-Net's own)."""

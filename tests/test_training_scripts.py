@@ -148,6 +148,32 @@ def test_pool_heldout_pools_the_sets_and_refuses_a_case_in_two(tmp_path, capsys,
         pool_heldout.pool([sets[0], sets[0]])
 
 
+def test_pool_heldout_compare_is_the_head_to_head_from_the_two_tables(tmp_path, monkeypatch):
+    """training/pool_heldout.py --compare: the fitted entries of two releases' held-out tables, paired case by case,
+    give what `panther-ensemble evaluate` wrote head to head from their masks (task2_bf16_release, seeds 1280-1299):
+    the same leaderboard and the same paired bootstrap. Releases holding different cases are refused by name."""
+    pool_heldout = _training_module("pool_heldout")
+    here = REPO / "docs" / "results" / "experiments" / "task2_bf16_release"
+    out = tmp_path / "compare.json"
+    monkeypatch.chdir(REPO)
+    assert pool_heldout.main(["--compare", f"candidate_bf16={here / 'heldout_candidate_seeds1280-1299'}",
+                              f"release={here / 'heldout_release_seeds1280-1299'}", "--reference", "release",
+                              "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    head = here / "head_to_head_seeds1280-1299"
+    assert doc["leaderboard"] == json.loads((head / "leaderboard.json").read_text())["leaderboard"]
+    assert doc["bootstrap"]["paired"] == json.loads((head / "bootstrap.json").read_text())["paired"]
+    assert doc["cases"] == 20 and doc["entry"] == "fitted" and set(doc["sets"]) == {"candidate_bf16", "release"}
+    with pytest.raises(SystemExit, match="releases a and b hold different cases: t2_seed1100"):
+        pool_heldout.pool_releases({"a": [here / "heldout_candidate_seeds1280-1299"],
+                                    "b": [REPO / "docs" / "results" / "heldout_task2"]})
+    for bad in (["--compare", "a=x", "--reference", "a"],                        # one release
+                ["--compare", f"a={head}", f"b={head}", "--reference", "equal"],  # reference not a release
+                [str(head), "--compare", f"a={head}", f"b={head}", "--reference", "a"]):
+        with pytest.raises(SystemExit):
+            pool_heldout.main([*bad, "--out", str(out)])
+
+
 def test_two_fold_splits_are_the_sorted_halves_and_predict_oof_uses_them_without_the_plan_step(tmp_path):
     """MODELS=shipped on a fresh machine: no plan step, hence no splits_final.json; predict_oof must use the
     same two folds as make_plans.py writes, and say so."""

@@ -107,7 +107,8 @@ exp_ship_fit() {  # exp_ship_fit TASK DATASET WORK SEARCH FITTED_SPEC: docs/resu
 print(json.dumps(base_spec(int(sys.argv[2]), ["default", "DA5", "iso"]), indent=2))' "$REPO/training" "$task" > "$fw/base.json"
     echo "$search" > "$fw/search.txt"
     cmp "$fw/base.json" "$work/release/docs/results/fit_task$task/base.json"  # the base spec the experiment fitted with
-    sleep 1 && cp -r "$work/fit" "$fw/fit"  # newer than its inputs: fit_default.py keeps it
+    # a copy (-L: WORK/fit may be a link, which fit_default.py would fit into), newer than its inputs: kept as current
+    sleep 1 && cp -rL "$work/fit" "$fw/fit"
   fi
   # shellcheck disable=SC2154  # nnUNet_raw: training/env.sh, sourced before this file
   "$PY" "$REPO/training/fit_default.py" --task "$task" --oof "$work/oof" --gt "$nnUNet_raw/$dataset/labelsTr" \

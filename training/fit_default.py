@@ -77,6 +77,8 @@ def main() -> int:
     if is_current(a.work / "fit" / "report.md", [a.work / "base.json", a.work / "search.txt", *[a.oof / n for n in members]]):
         print(f"{a.work / 'fit'}: fitted after its inputs last changed: kept (delete it to fit again)", flush=True)
     else:
+        if (a.work / "fit").is_symlink():  # a link's target is another run's fit: never fit into it
+            (a.work / "fit").unlink()
         shutil.rmtree(a.work / "fit", ignore_errors=True)
         subprocess.run(cmd, check=True)
     a.report.mkdir(parents=True, exist_ok=True)

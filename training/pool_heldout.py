@@ -8,6 +8,11 @@ Reads each set's per-case metrics (SET/<entry>/metrics.json "cases", as `panther
 them; every set must hold the same entries and no case twice), ranks the pooled aggregates like the
 challenge's leaderboard, and adds `bootstrap` (`scoring.evaluate.bootstrap_summary`: 2000 resampled case
 sets, seed 0; each entry minus --reference per metric).
+
+    python training/pool_heldout.py --compare new=SET,SET old=SET,SET --reference old --out F.json
+
+compares releases instead: one entry (--entry, default fitted) of each release pooled over its sets, which must
+hold the same cases (each release scored on its own maps of the same phantoms), ranked and bootstrapped paired.
 """
 
 from __future__ import annotations
@@ -33,21 +38,53 @@ def pool(sets: list[Path], entries=ENTRIES) -> dict:
     return per_case
 
 
+def pool_releases(releases: dict[str, list[Path]], entry: str = "fitted") -> dict:
+    """release -> case -> metrics of its `entry` over its sets; every release must hold the same cases."""
+    per_case = {name: pool(sets, (entry,))[entry] for name, sets in releases.items()}
+    first, *rest = releases
+    for name in rest:
+        if set(per_case[name]) != set(per_case[first]):
+            only = sorted(set(per_case[name]) ^ set(per_case[first]))
+            raise SystemExit(f"error: releases {first} and {name} hold different cases: {', '.join(only[:5])}"
+                             + (f" and {len(only) - 5} more" if len(only) > 5 else ""))
+    return per_case
+
+
+def parse_release(text: str) -> tuple[str, list[Path]]:
+    name, sep, sets = text.partition("=")
+    if not sep or not name or not sets:
+        raise argparse.ArgumentTypeError(f"'{text}': expected NAME=SET[,SET...]")
+    return name, [Path(d) for d in sets.split(",")]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("sets", nargs="+", type=Path, help="held-out result folders (evaluate_heldout.py --out)")
+    ap.add_argument("sets", nargs="*", type=Path, help="held-out result folders (evaluate_heldout.py --out)")
+    ap.add_argument("--compare", nargs="+", type=parse_release, metavar="NAME=SET[,SET...]",
+                    help="compare releases (their --entry) instead of pooling one release's entries")
+    ap.add_argument("--entry", default="fitted", help="with --compare: the entry of each release (default fitted)")
     ap.add_argument("--out", type=Path, required=True, help="the pooled JSON file to write")
     ap.add_argument("--seeds", default="", help="the seeds the sets hold, for the record (e.g. 1100-1159)")
     ap.add_argument("--reference", default="equal", help="the entry the others are compared with (default equal)")
     a = ap.parse_args(argv)
+    if bool(a.sets) == bool(a.compare):
+        ap.error("give held-out sets or --compare, not both")
     from panther_ensemble.scoring import aggregate, rank_table
     from panther_ensemble.scoring.evaluate import bootstrap_summary, format_bootstrap, format_leaderboard
 
-    per_case = pool(a.sets)
+    if a.compare:
+        releases = dict(a.compare)
+        if len(releases) < 2 or a.reference not in releases:
+            ap.error(f"--compare needs two releases or more and --reference one of them ({', '.join(releases)})")
+        per_case = pool_releases(releases, a.entry)
+        sets = {name: [str(d) for d in d_list] for name, d_list in releases.items()}
+    else:
+        per_case = pool(a.sets)
+        sets = [str(d) for d in a.sets]
     rows = rank_table({e: aggregate(v) for e, v in per_case.items()})
     boot = bootstrap_summary(per_case, a.reference, 2000, seed=0)
-    doc = {"cases": len(per_case[ENTRIES[0]]), "seeds": a.seeds, "sets": [str(d) for d in a.sets],
-           "leaderboard": rows, "bootstrap": boot}
+    doc = {"cases": len(next(iter(per_case.values()))), "seeds": a.seeds, "sets": sets,
+           **({"entry": a.entry} if a.compare else {}), "leaderboard": rows, "bootstrap": boot}
     a.out.write_text(json.dumps(doc, indent=2) + "\n")
     print(format_leaderboard(rows))
     print()

@@ -28,6 +28,7 @@ ENTRY = {"fitted ensemble (held-out)": "fitted (shipped spec's fit)", "equal-wei
 T1 = "docs/results/experiments/task1_60ep_confident"
 T2 = "docs/results/experiments/keep_confident_task2"
 T2G = "docs/results/experiments/task2_60ep_guard"
+T2B = "docs/results/experiments/task2_bf16_release"
 # NAME -> (first column's title, [(first column, result file, the entries to show: "all" or "fitted")])
 TABLES = {
     "nested-cv": ("task", [
@@ -43,11 +44,22 @@ TABLES = {
     ]),
     "heldout-task2": ("held-out cases (Task 2)", [
         ("1100-1119", "docs/results/heldout_task2/leaderboard.json", "fitted"),
+        ("1160-1179", f"{T2B}/heldout_release_seeds1160-1179/leaderboard.json", "fitted"),
+        ("1200-1219", f"{T2B}/heldout_release_seeds1200-1219/leaderboard.json", "fitted"),
+        ("1220-1239", f"{T2B}/heldout_release_seeds1220-1239/leaderboard.json", "fitted"),
+        ("1260-1279", f"{T2B}/heldout_release_seeds1260-1279/leaderboard.json", "fitted"),
+        ("1280-1299 (the release decision)", f"{T2B}/heldout_candidate_seeds1280-1299/leaderboard.json", "fitted"),
+        ("120: all six", f"{T2B}/pooled_release_1100-1119_1160-1179_1200-1239_1260-1299.json", "all"),
+    ]),
+    # the release before (float32 60-epoch members, never-empty guard, 2026-12-05 to 2026-12-06), in HISTORY.md
+    "heldout-task2-60ep": ("held-out cases (Task 2, float32 60-epoch release)", [
+        ("1100-1119", f"{T2B}/heldout_release60ep_seeds1100-1119/leaderboard.json", "fitted"),
         ("1160-1179", f"{T2G}/heldout_release_seeds1160-1179/leaderboard.json", "fitted"),
         ("1200-1219", f"{T2G}/heldout_release_seeds1200-1219/leaderboard.json", "fitted"),
         ("1220-1239", f"{T2G}/heldout_release_seeds1220-1239/leaderboard.json", "fitted"),
         ("1260-1279 (the release decision)", f"{T2G}/heldout_candidate_seeds1260-1279/leaderboard.json", "fitted"),
-        ("100: all five", f"{T2G}/pooled_release_1100-1119_1160-1179_1200-1239_1260-1279.json", "all"),
+        ("1280-1299", f"{T2B}/heldout_release_seeds1280-1299/leaderboard.json", "fitted"),
+        ("120: all six", f"{T2B}/pooled_release60ep_1100-1119_1160-1179_1200-1239_1260-1299.json", "all"),
         ("1240-1259 (post hoc: the set that prompted the release's rule; not pooled)",
          f"{T2G}/posthoc_candidate_seeds1240-1259/leaderboard.json", "fitted"),
     ]),

@@ -55,8 +55,8 @@ P2_EPOCHS=${P2_EPOCHS:-24}  # x 50 iterations: pre-training stage 2 (tumour focu
 P2_LR=${P2_LR:-}            # stage 2's initial learning rate (empty: the trainer's 0.01); the untried remedy of
                             # training/README.md "A rebuild that did not learn" is P2_LR=0.005 (the specialists')
 # x 50 iterations: each specialist fold, from the pre-trained network (a finished shorter run is extended from its
-# checkpoint_final), per task: the shipped members' schedules (Task 1 60 since 2026-12-04, Task 2 60 since 2026-12-05);
-# T_EPOCHS sets both
+# checkpoint_final), per task: the shipped members' schedules (Task 1 60 since 2026-12-04, Task 2 60 since 2026-12-05;
+# Task 2's shipped epochs 36 -> 60 ran with the CPU levers below since 2026-12-06); T_EPOCHS sets both
 declare -A T_EPOCHS_OF=([1]="${T_EPOCHS:-60}" [2]="${T_EPOCHS:-60}")
 T_LR=${T_LR:-0.005}
 T_TUMOUR_W=${T_TUMOUR_W:-4}  # tumour cross-entropy weight of the specialists (as in pre-training stage 2)
@@ -283,7 +283,8 @@ step_export() {
 # the fit's search per task: Task 1 also tries keeping the most confident tumour component (judged and shipped,
 # docs/results/experiments/keep_confident_task1); Task 2's maps have twice the live voxels (slower scoring), so a
 # coarser grid, with the never-empty fallback and keep-most-confident (judged and shipped,
-# docs/results/experiments/task2_60ep_guard)
+# docs/results/experiments/task2_60ep_guard; on the members trained with the CPU levers it keeps the most confident
+# component, docs/results/experiments/task2_bf16_release)
 declare -A FIT_SEARCH=([1]="--keep-most-confident off,1,2"
                        [2]="--weight-step 0.2 --min-volumes off,500 --keep-largest off,1 --max-distances off,20 --never-empty on,off --keep-most-confident off,1")
 
