@@ -148,6 +148,36 @@ def test_pool_heldout_pools_the_sets_and_refuses_a_case_in_two(tmp_path, capsys,
         pool_heldout.pool([sets[0], sets[0]])
 
 
+def test_pool_heldout_repath_rewrites_the_files_that_name_a_moved_set(tmp_path, monkeypatch):
+    """pool_heldout.repath (experiment.sh exp_repath_pooled, in the ship steps): when docs/results/heldout_task2
+    moves, every pooled and --compare file naming it is written again by the same command with the new path, the
+    numbers unchanged; a file that does not name it is left alone."""
+    pool_heldout = _training_module("pool_heldout")
+    t2b = "docs/results/experiments/task2_bf16_release"
+    for d in ("docs/results/heldout_task2", f"{t2b}/heldout_release60ep_seeds1100-1119",
+              f"{t2b}/heldout_release_seeds1160-1179"):
+        shutil.copytree(REPO / d, tmp_path / d, ignore=shutil.ignore_patterns("*.png", "*.csv"))
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / t2b
+    pool_heldout.main(["docs/results/heldout_task2", f"{t2b}/heldout_release_seeds1160-1179", "--seeds", "a",
+                       "--out", f"{t2b}/pooled_two.json"])
+    pool_heldout.main([f"{t2b}/heldout_release_seeds1160-1179", "--seeds", "b", "--out", f"{t2b}/pooled_other.json"])
+    pool_heldout.main(["--compare", "new=docs/results/heldout_task2", f"old={t2b}/heldout_release60ep_seeds1100-1119",
+                       "--reference", "old", "--seeds", "c", "--out", f"{t2b}/compare_releases_x.json"])
+    before = {f.name: json.loads(f.read_text()) for f in out.glob("*.json")}
+    other_time = (out / "pooled_other.json").stat().st_mtime_ns
+    moved = f"{t2b}/moved"
+    (tmp_path / "docs/results/heldout_task2").rename(tmp_path / moved)
+    assert pool_heldout.repath(tmp_path, "docs/results/heldout_task2", moved) == [
+        f"{t2b}/compare_releases_x.json", f"{t2b}/pooled_two.json"]
+    after = {f.name: json.loads(f.read_text()) for f in out.glob("*.json")}
+    assert after["pooled_two.json"]["sets"] == [moved, f"{t2b}/heldout_release_seeds1160-1179"]
+    assert after["compare_releases_x.json"]["sets"] == {"new": [moved], "old": [f"{t2b}/heldout_release60ep_seeds1100-1119"]}
+    for name, doc in before.items():
+        assert {k: v for k, v in after[name].items() if k != "sets"} == {k: v for k, v in doc.items() if k != "sets"}
+    assert (out / "pooled_other.json").stat().st_mtime_ns == other_time
+
+
 def test_pool_heldout_compare_is_the_head_to_head_from_the_two_tables(tmp_path, monkeypatch):
     """training/pool_heldout.py --compare: the fitted entries of two releases' held-out tables, paired case by case,
     give what `panther-ensemble evaluate` wrote head to head from their masks (task2_bf16_release, seeds 1280-1299):

@@ -97,6 +97,18 @@ print(f"{h}: the rule says ship (mean rank {board[new]} against {board[old]})")
 PY
 }
 
+exp_repath_pooled() {  # exp_repath_pooled FOLDER MOVED_TO: the pooled and --compare files under docs/results that name
+  # the held-out set FOLDER (a repo path) rewritten with MOVED_TO, by the same command (training/pool_heldout.py repath)
+  "$PY" - "$REPO" "$1" "$2" <<'PY'
+import sys
+from pathlib import Path
+sys.path.insert(0, str(Path(sys.argv[1]) / "training"))
+from pool_heldout import repath
+for f in repath(Path(sys.argv[1]), sys.argv[2], sys.argv[3]):
+    print(f"{f}: rebuilt with {sys.argv[3]}")
+PY
+}
+
 exp_ship_fit() {  # exp_ship_fit TASK DATASET WORK SEARCH FITTED_SPEC: docs/results/fit_task<N> and resources/task<N>.json
   # by training/fit_default.py, which keeps the experiment's own fit (WORK/fit, on WORK/oof) as current: the same
   # command on the same maps; checked against the experiment's fitted spec

@@ -13,6 +13,8 @@ sets, seed 0; each entry minus --reference per metric).
 
 compares releases instead: one entry (--entry, default fitted) of each release pooled over its sets, which must
 hold the same cases (each release scored on its own maps of the same phantoms), ranked and bootstrapped paired.
+`repath` rewrites the files that name a held-out set when the set's folder moves (training/experiment.sh
+exp_repath_pooled, in the ship steps).
 """
 
 from __future__ import annotations
@@ -55,6 +57,39 @@ def parse_release(text: str) -> tuple[str, list[Path]]:
     if not sep or not name or not sets:
         raise argparse.ArgumentTypeError(f"'{text}': expected NAME=SET[,SET...]")
     return name, [Path(d) for d in sets.split(",")]
+
+
+def argv_of(doc: dict, out: str) -> list[str]:
+    """The arguments that wrote a pooled (or --compare) file, read back from it."""
+    sets = doc["sets"]
+    chosen = (["--compare", *(f"{name}={','.join(d)}" for name, d in sets.items()), "--entry", doc["entry"]]
+              if isinstance(sets, dict) else list(sets))
+    return [*chosen, "--seeds", doc["seeds"], "--reference", doc["bootstrap"]["reference"], "--out", out]
+
+
+def repath(repo: Path, folder: str, moved_to: str) -> list[str]:
+    """Rewrite every pooled or --compare file under REPO/docs/results that names the held-out set `folder` (a repo
+    path), with the same command but `moved_to` in its place: a release's table moves when the next release takes
+    docs/results/heldout_task<N>/. Returns the files rewritten (repo paths)."""
+    import contextlib
+    import io
+
+    done = []
+    for f in sorted((repo / "docs" / "results").rglob("*.json")):
+        if not (f.name.startswith("pooled_") or f.name.startswith("compare_releases_")):
+            continue
+        doc = json.loads(f.read_text())
+        sets = doc.get("sets", [])
+        named = [d for v in sets.values() for d in v] if isinstance(sets, dict) else sets
+        if folder not in named:
+            continue
+        sets = ({k: [moved_to if d == folder else d for d in v] for k, v in sets.items()} if isinstance(sets, dict)
+                else [moved_to if d == folder else d for d in sets])
+        rel = str(f.relative_to(repo))
+        with contextlib.chdir(repo), contextlib.redirect_stdout(io.StringIO()):
+            main(argv_of({**doc, "sets": sets}, rel))
+        done.append(rel)
+    return done
 
 
 def main(argv=None) -> int:

@@ -41,20 +41,5 @@ if [ ! -d "$REPO/$OLD" ]; then git -C "$REPO" mv docs/results/heldout_task2 "$OL
 "$PY" "$REPO/training/evaluate_heldout.py" --task 2 --seeds 1100-1119 --work "$W/heldout_1100-1119" --threads 2 \
   --members-spec "$REPO/docs/results/fit_task2/base.json" --out "$REPO/docs/results/heldout_task2"
 exp_stamp "pooled files of the replaced release: its 1100-1119 table under its new path"
-"$PY" - "$REPO" "$OLD" <<'PY'
-import json, subprocess, sys
-from pathlib import Path
-repo, old = Path(sys.argv[1]), sys.argv[2]
-for f in sorted((repo / "docs/results").rglob("pooled_*.json")):
-    doc = json.loads(f.read_text())
-    sets = doc.get("sets", [])
-    if "docs/results/heldout_task2" not in sets:
-        continue
-    sets = [old if s == "docs/results/heldout_task2" else s for s in sets]
-    seeds = doc["seeds"]
-    subprocess.run([sys.executable, str(repo / "training/pool_heldout.py"), *sets, "--seeds", seeds,
-                    "--reference", doc["bootstrap"]["reference"], "--out", str(f.relative_to(repo))],
-                   cwd=repo, check=True, stdout=subprocess.DEVNULL)
-    print(f"{f.relative_to(repo)}: rebuilt with {old}")
-PY
+exp_repath_pooled docs/results/heldout_task2 "$OLD"
 exp_stamp "done: now TASKS=2 bash training/make_samples.sh && bash test/make_expected.sh"

@@ -68,29 +68,15 @@ heldout() {  # heldout SEEDS OUT: the new release (model_weights/, resources/tas
   if [ -d "$old/images" ] && [ ! -e "$work" ]; then
     mkdir -p "$work" && cp -r "$old/images" "$old/gt" "$work/"  # the same phantoms: the generator is deterministic
   fi
-  "$PY" "$REPO/training/evaluate_heldout.py" --task 2 --seeds "$seeds" --work "$work" --threads "$THREADS" \
-    --members-spec "$REPO/docs/results/fit_task2/base.json" --out "$REPO/$out"
+  exp_heldout 2 "$seeds" "$REPO/model_weights" "$REPO/docs/results/fit_task2/base.json" "$REPO/resources/task2.json" \
+    "$REPO/$out" "$work" "$THREADS"
   if [ "${KEEP_MAPS:-0}" != 1 ]; then rm -rf "$work/maps"; fi
 }
 
 exp_stamp "held-out seeds 1100-1119: the replaced release's table moved"
 if [ ! -d "$REPO/$OLD" ]; then git -C "$REPO" mv docs/results/heldout_task2 "$OLD"; fi
 exp_stamp "pooled files of the replaced release: its 1100-1119 table under its new path"
-"$PY" - "$REPO" "$OLD" <<'PY'
-import json, subprocess, sys
-from pathlib import Path
-repo, old = Path(sys.argv[1]), sys.argv[2]
-for f in sorted((repo / "docs/results").rglob("pooled_*.json")):
-    doc = json.loads(f.read_text())
-    sets = doc.get("sets", [])
-    if "docs/results/heldout_task2" not in sets:
-        continue
-    sets = [old if s == "docs/results/heldout_task2" else s for s in sets]
-    subprocess.run([sys.executable, str(repo / "training/pool_heldout.py"), *sets, "--seeds", doc["seeds"],
-                    "--reference", doc["bootstrap"]["reference"], "--out", str(f.relative_to(repo))],
-                   cwd=repo, check=True, stdout=subprocess.DEVNULL)
-    print(f"{f.relative_to(repo)}: rebuilt with {old}")
-PY
+exp_repath_pooled docs/results/heldout_task2 "$OLD"
 heldout 1100-1119 docs/results/heldout_task2
 for s in 1160-1179 1200-1219 1220-1239 1260-1279; do
   heldout "$s" "$T2B/heldout_release_seeds$s"
