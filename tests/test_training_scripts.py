@@ -554,3 +554,43 @@ def test_reproduce_data_of_a_seeded_run_generates_the_tasks_it_trains_only(tmp_p
     _, log = _recorded_calls(tmp_path / "rebuild", "2", "data")
     assert all(f"{d}: already generated" in log for d in ("Dataset901_PhantomT1", "Dataset902_PhantomT2",
                                                           "Dataset903_PhantomPretrain"))
+
+
+def test_experiments_train_a_fold_with_reproduce_s_train_arguments(tmp_path):
+    """training/experiment.sh exp_train_fold (the release experiments' training) against reproduce.sh's train step,
+    both through the same recording stand-in interpreter: the same options and values but for what an experiment
+    does not use (--pretrained: it continues seeded folds; --device: CPU only) and its own epochs; one thread."""
+    calls, _ = _recorded_calls(tmp_path, "1", "train")
+    shipped = next(c for c in calls if "train_specialist.py" in c[0] and _arg(c, "--fold") == "1"
+                   and _arg(c, "--plans") == "nnUNetPlansPhantomIso")
+    recorded = tmp_path / "exp_calls.txt"
+    fake = tmp_path / "python_exp"
+    fake.write_text(f'#!/bin/sh\necho "$@" "OMP_NUM_THREADS=$OMP_NUM_THREADS" >> {recorded}\n')
+    fake.chmod(0o755)
+    script = (f'PY={fake}; REPO={REPO}; source {REPO}/training/experiment.sh; '
+              f'exp_train_fold {tmp_path}/runs 901 nnUNetTrainerPhantom nnUNetPlansPhantomIso 1 84 {tmp_path}/log '
+              f'--cpu-autocast bf16')
+    run = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    (experiment,) = [line.split() for line in recorded.read_text().splitlines()]
+
+    def options(call: list[str], drop: set[str]) -> dict[str, str]:
+        out, i = {}, 1
+        while i < len(call) - 1:  # the last item is OMP_NUM_THREADS=N
+            flag = call[i]
+            assert flag.startswith("--"), call
+            if i + 1 < len(call) - 1 and not call[i + 1].startswith("--"):
+                value, i = call[i + 1], i + 2
+            else:
+                value, i = "", i + 1
+            if flag not in drop:
+                out[flag] = value  # a repeated option: the last one counts, as argparse does
+        return out
+
+    mine = options(experiment, set())
+    theirs = options(shipped, {"--pretrained", "--device"})
+    assert mine.pop("--epochs") == "84" and mine.pop("--cpu-autocast") == "bf16"
+    theirs.pop("--epochs")  # the shipped schedule, tested in test_collapse.py
+    assert theirs.pop("--cpu-autocast") == "auto"
+    assert mine == theirs, (experiment, shipped)
+    assert experiment[0].endswith("training/train_specialist.py") and experiment[-1] == "OMP_NUM_THREADS=1"

@@ -34,11 +34,8 @@ LOG=$PANTHER_DATA/logs/exp_t1_iso84
 mkdir -p "$W" "$RUNS" "$PANTHER_DATA/logs"
 exp_unpack "$RELEASE_COMMIT" "$REL" "model_weights/$D" resources/task1.json docs/results/fit_task1/base.json
 
-train_fold() {  # train_fold FOLD: reproduce.sh's train arguments for the iso member, to $EPOCHS, the CPU levers on
-  nnUNet_results=$RUNS OMP_NUM_THREADS=1 "$PY" "$REPO/training/train_specialist.py" --dataset 901 \
-    --trainer nnUNetTrainerPhantom --plans nnUNetPlansPhantomIso --fold "$1" --epochs "$EPOCHS" --lr 0.005 \
-    --tumour-ce-weight 4 --cpu-autocast auto --channels-last on --skip-validation --require-pseudo-dice tumor=0.1 \
-    >> "${LOG}_train_iso_f$1.log" 2>&1
+train_fold() {  # train_fold FOLD: the iso member's fold to $EPOCHS (training/experiment.sh)
+  exp_train_fold "$RUNS" 901 nnUNetTrainerPhantom nnUNetPlansPhantomIso "$1" "$EPOCHS" "${LOG}_train_iso_f$1.log"
 }
 oof() { exp_oof "$NEW/$D/${FOLDER[$1]}" "$nnUNet_raw/$D" "$W/oof/$1" "${LOG}_oof_$1.log"; }
 heldout() {  # heldout MODEL_DIR MEMBERS_SPEC SPEC OUT WORK THREADS [--stage maps]

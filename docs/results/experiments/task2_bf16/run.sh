@@ -34,11 +34,9 @@ mkdir -p "$W" "$RUNS" "$PANTHER_DATA/logs"
 exp_unpack "$SEED_COMMIT" "$W/seed36" "model_weights/$D"
 exp_unpack "$FP32_COMMIT" "$FP32" "model_weights/$D" docs/results/fit_task2/base.json docs/results/fit_task2/report.json
 
-train_fold() {  # train_fold MEMBER FOLD: reproduce.sh's train step for one fold, with the CPU levers on
-  nnUNet_results=$RUNS OMP_NUM_THREADS=1 TRAIN_CPU_AUTOCAST=bf16 TRAIN_CHANNELS_LAST=on \
-    "$PY" "$REPO/training/train_specialist.py" --dataset 902 --trainer "${TRAINER[$1]}" --plans "${PLANS[$1]}" \
-    --fold "$2" --epochs 60 --lr 0.005 --tumour-ce-weight 4 --skip-validation --require-pseudo-dice tumor=0.1 \
-    >> "${LOG}_train_$1_f$2.log" 2>&1
+train_fold() {  # train_fold MEMBER FOLD: reproduce.sh's train step for one fold to 60 epochs (training/experiment.sh),
+  # bfloat16 asked for by name (the trial's lever: a CPU without it stops the run instead of training in float32)
+  exp_train_fold "$RUNS" 902 "${TRAINER[$1]}" "${PLANS[$1]}" "$2" 60 "${LOG}_train_$1_f$2.log" --cpu-autocast bf16
 }
 oof() { exp_oof "$NEW/$D/${FOLDER[$1]}" "$nnUNet_raw/$D" "$W/oof/$1" "${LOG}_oof_$1.log"; }
 
