@@ -35,11 +35,8 @@ LOG=$PANTHER_DATA/logs/exp_t1_84ep
 mkdir -p "$W" "$RUNS" "$PANTHER_DATA/logs"
 exp_unpack "$RELEASE_COMMIT" "$REL" "model_weights/$D" resources/task1.json docs/results/fit_task1/base.json
 
-train_fold() {  # train_fold MEMBER FOLD: reproduce.sh's train arguments, to $EPOCHS, the CPU levers on
-  nnUNet_results=$RUNS OMP_NUM_THREADS=1 "$PY" "$REPO/training/train_specialist.py" --dataset 901 \
-    --trainer "${TRAINER[$1]}" --plans nnUNetPlansPhantom --fold "$2" --epochs "$EPOCHS" --lr 0.005 \
-    --tumour-ce-weight 4 --cpu-autocast auto --channels-last on --skip-validation --require-pseudo-dice tumor=0.1 \
-    >> "${LOG}_train_$1_f$2.log" 2>&1
+train_fold() {  # train_fold MEMBER FOLD: to $EPOCHS (training/experiment.sh)
+  exp_train_fold "$RUNS" 901 "${TRAINER[$1]}" nnUNetPlansPhantom "$2" "$EPOCHS" "${LOG}_train_$1_f$2.log"
 }
 oof() { exp_oof "$NEW/$D/${FOLDER[$1]}" "$nnUNet_raw/$D" "$W/oof/$1" "${LOG}_oof_$1.log"; }
 heldout() {  # heldout MODEL_DIR SPEC OUT WORK THREADS [--stage maps]
