@@ -40,6 +40,7 @@ TABLES = {
     "heldout-task1": ("held-out cases (Task 1)", [
         ("1100-1119", "docs/results/heldout_task1/leaderboard.json", "fitted"),
         ("1140-1159", f"{T1E}/heldout_release_seeds1140-1159/leaderboard.json", "fitted"),
+        ("1200-1219", f"{T1E}/heldout_release_seeds1200-1219/leaderboard.json", "fitted"),
         ("1260-1279 (the release decision)", f"{T1E}/heldout_candidate_seeds1260-1279/leaderboard.json", "fitted"),
         ("40: 1100-1119 and 1260-1279", f"{T1E}/pooled_release_1100-1119_1260-1279.json", "all"),
     ]),
