@@ -106,6 +106,16 @@ print(f"{h}: the rule says ship (mean rank {board[new]} against {board[old]})")
 PY
 }
 
+exp_same_spec() {  # exp_same_spec SPEC JUDGED: a ship step's check that the spec it wrote is the judged candidate
+  # (every parsed field but the description)
+  "$PY" - "$1" "$2" <<'PY'
+import sys
+from panther_ensemble.spec import load_spec
+a, b = ({k: v for k, v in load_spec(f).to_json().items() if k != "description"} for f in sys.argv[1:])
+sys.exit(0 if a == b else f"{sys.argv[1]} is not the judged candidate {sys.argv[2]}:\n{a}\n{b}")
+PY
+}
+
 exp_repath_pooled() {  # exp_repath_pooled FOLDER MOVED_TO: the pooled and --compare files under docs/results that name
   # the held-out set FOLDER (a repo path) rewritten with MOVED_TO, by the same command (training/pool_heldout.py repath)
   "$PY" - "$REPO" "$1" "$2" <<'PY'

@@ -41,15 +41,6 @@ heldout() {  # heldout SEEDS OUT: the new release (model_weights/, resources/tas
   if [ "${KEEP_MAPS:-0}" != 1 ]; then rm -rf "$work/maps"; fi
 }
 
-same_spec() {  # same_spec SPEC JUDGED: the shipped spec is the judged candidate (all but the description)
-  "$PY" - "$1" "$2" <<'PY'
-import sys
-from panther_ensemble.spec import load_spec
-a, b = ({k: v for k, v in load_spec(f).to_json().items() if k != "description"} for f in sys.argv[1:])
-sys.exit(0 if a == b else f"{sys.argv[1]} is not the judged candidate {sys.argv[2]}:\n{a}\n{b}")
-PY
-}
-
 exp_rule_says_ship "$HERE/head_to_head_seeds$SEEDS" candidate_84ep release
 
 for step in $STEPS; do
@@ -68,7 +59,7 @@ for step in $STEPS; do
       "$PY" "$REPO/training/fold_shift.py" --spec "$REPO/docs/results/fit_task1/spec.json" --task 1 --seeds 1300-1309 \
         --work "$W/shift" --threads "$THREADS" --out "$REPO/docs/results/fit_task1/fold_shift.json" \
         --apply-to "$REPO/resources/task1.json"
-      same_spec "$REPO/resources/task1.json" "$HERE/candidate_task1.json"
+      exp_same_spec "$REPO/resources/task1.json" "$HERE/candidate_task1.json"
 
       exp_stamp "held-out seeds 1100-1119: the replaced release's table moved"
       if [ ! -d "$REPO/$OLD" ]; then git -C "$REPO" mv docs/results/heldout_task1 "$OLD"; fi

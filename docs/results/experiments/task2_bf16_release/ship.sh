@@ -51,13 +51,7 @@ exp_stamp "threshold transfer (run.sh's maps)"
 "$PY" "$REPO/training/fold_shift.py" --spec "$REPO/docs/results/fit_task2/spec.json" --task 2 --seeds 1300-1309 \
   --work "$W/shift" --threads "$THREADS" --out "$REPO/docs/results/fit_task2/fold_shift.json" \
   --apply-to "$REPO/resources/task2.json"
-"$PY" - "$REPO/resources/task2.json" "$HERE/candidate_task2.json" <<'PY'
-import sys
-from panther_ensemble.spec import load_spec
-a, b = ({k: v for k, v in load_spec(f).to_json().items() if k != "description"} for f in sys.argv[1:])
-sys.exit(0 if a == b else f"{sys.argv[1]} is not the judged candidate {sys.argv[2]}:\n{a}\n{b}")
-PY
-
+exp_same_spec "$REPO/resources/task2.json" "$HERE/candidate_task2.json"
 heldout() {  # heldout SEEDS OUT: the new release (model_weights/, resources/task2.json) on one held-out set
   local seeds=$1 out=$2 work=$W/heldout_ship_$1 old
   if [ -f "$REPO/$out/leaderboard.json" ] && [ "$REPO/$out/leaderboard.json" -nt "$REPO/resources/task2.json" ]; then
