@@ -11,7 +11,8 @@
 # heldout_release60ep_seeds1100-1119 (this folder); the pooled files that named docs/results/heldout_task1 are
 # rebuilt with that path. Each set's member maps are deleted once its table is written (KEEP_MAPS=1 keeps them); a
 # set whose table exists is not run again. release: members, fit, shift, 1100-1119 and the pool of it with run.sh's
-# 1260-1279 (what a release needs to land); rescore: the other four sets, the pools of all six and the comparisons.
+# 1260-1279 (what a release needs to land); rescore: the other four sets, the pools of all six and the comparisons
+# (all 120 cases, the 100 without this release's decision set, the 60 that decided nothing).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../../../.." && pwd)
@@ -95,6 +96,11 @@ for step in $STEPS; do
       (cd "$REPO" && "$PY" training/pool_heldout.py --compare "84ep=$new" "60ep=$old" \
         --reference 60ep --seeds 1100-1119,1140-1159,1200-1259 \
         --out "$T1E/compare_releases_1100-1119_1140-1159_1200-1259.json")
+      # the 60 cases that decided neither release nor a candidate against either (1220-1239 chose the 60-epoch one,
+      # 1240-1259 kept it against task1_iso84, 1260-1279 chose this one)
+      (cd "$REPO" && "$PY" training/pool_heldout.py --compare "84ep=$new" "60ep=$old" \
+        --reference 60ep --seeds 1100-1119,1140-1159,1200-1219 \
+        --out "$T1E/compare_releases_1100-1119_1140-1159_1200-1219.json")
       exp_stamp "rescore done: the README's Task 1 rows (training/readme_tables.py) can name the six sets"
       ;;
     *) echo "ship.sh: unknown step '$step' (release, rescore)" >&2; exit 2 ;;
