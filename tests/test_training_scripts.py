@@ -146,6 +146,13 @@ def test_pool_heldout_pools_the_sets_and_refuses_a_case_in_two(tmp_path, capsys,
     assert "minus equal" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="cases already in another set: t1_seed1100, t1_seed1101"):
         pool_heldout.pool([sets[0], sets[0]])
+    # --seeds is the file's record of its cases: one that names other seeds than the sets hold is refused by name
+    for claimed in ("1100-1119,1140-1159", "1100-1119,1140-1199", "1100-1179,9"):
+        with pytest.raises(SystemExit, match=rf"--seeds {claimed} is not what the sets hold: 1100-1119,1140-1179$"):
+            pool_heldout.main([*(str(d) for d in sets), "--seeds", claimed, "--out", str(tmp_path / "x.json")])
+    with pytest.raises(SystemExit, match="--seeds 'odd': expected seeds and ranges"):
+        pool_heldout.main([str(sets[0]), "--seeds", "odd", "--out", str(tmp_path / "x.json")])
+    assert not (tmp_path / "x.json").exists()
 
 
 def test_pool_heldout_repath_rewrites_the_files_that_name_a_moved_set(tmp_path, monkeypatch):
@@ -159,11 +166,11 @@ def test_pool_heldout_repath_rewrites_the_files_that_name_a_moved_set(tmp_path, 
         shutil.copytree(REPO / d, tmp_path / d, ignore=shutil.ignore_patterns("*.png", "*.csv"))
     monkeypatch.chdir(tmp_path)
     out = tmp_path / t2b
-    pool_heldout.main(["docs/results/heldout_task2", f"{t2b}/heldout_release_seeds1160-1179", "--seeds", "a",
+    pool_heldout.main(["docs/results/heldout_task2", f"{t2b}/heldout_release_seeds1160-1179", "--seeds", "1100-1119,1160-1179",
                        "--out", f"{t2b}/pooled_two.json"])
-    pool_heldout.main([f"{t2b}/heldout_release_seeds1160-1179", "--seeds", "b", "--out", f"{t2b}/pooled_other.json"])
+    pool_heldout.main([f"{t2b}/heldout_release_seeds1160-1179", "--seeds", "1160-1179", "--out", f"{t2b}/pooled_other.json"])
     pool_heldout.main(["--compare", "new=docs/results/heldout_task2", f"old={t2b}/heldout_release60ep_seeds1100-1119",
-                       "--reference", "old", "--seeds", "c", "--out", f"{t2b}/compare_releases_x.json"])
+                       "--reference", "old", "--seeds", "1100-1119", "--out", f"{t2b}/compare_releases_x.json"])
     before = {f.name: json.loads(f.read_text()) for f in out.glob("*.json")}
     other_time = (out / "pooled_other.json").stat().st_mtime_ns
     moved = f"{t2b}/moved"

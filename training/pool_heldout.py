@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -50,6 +51,38 @@ def pool_releases(releases: dict[str, list[Path]], entry: str = "fitted") -> dic
             raise SystemExit(f"error: releases {first} and {name} hold different cases: {', '.join(only[:5])}"
                              + (f" and {len(only) - 5} more" if len(only) > 5 else ""))
     return per_case
+
+
+def seed_ranges(seeds) -> str:
+    """{1100, ..., 1119, 1140, ..., 1159} -> '1100-1119,1140-1159'."""
+    runs: list[list[int]] = []
+    for v in sorted(seeds):
+        if runs and v == runs[-1][1] + 1:
+            runs[-1][1] = v
+        else:
+            runs.append([v, v])
+    return ",".join(f"{a}-{b}" if b > a else str(a) for a, b in runs)
+
+
+def check_seeds(cases, seeds: str) -> None:
+    """--seeds records which phantoms a pooled file holds (its name and the READMEs quote it): when given, it must be
+    exactly the seeds of the pooled cases (names ending in seed<N>), or the record would name cases it does not hold."""
+    if not seeds:
+        return
+    from panther_ensemble.phantoms.datasets import parse_seeds
+
+    try:
+        claimed = set(parse_seeds(seeds))
+    except ValueError:
+        raise SystemExit(f"error: --seeds '{seeds}': expected seeds and ranges, e.g. 1100-1119,1140-1159") from None
+    held = set()
+    for case in cases:
+        m = re.search(r"seed(\d+)$", case)
+        if m is None:
+            raise SystemExit(f"error: --seeds given, but case '{case}' names no seed (expected a name ending in seed<N>)")
+        held.add(int(m.group(1)))
+    if claimed != held:
+        raise SystemExit(f"error: --seeds {seeds} is not what the sets hold: {seed_ranges(held)}")
 
 
 def parse_release(text: str) -> tuple[str, list[Path]]:
@@ -99,7 +132,8 @@ def main(argv=None) -> int:
                     help="compare releases (their --entry) instead of pooling one release's entries")
     ap.add_argument("--entry", default="fitted", help="with --compare: the entry of each release (default fitted)")
     ap.add_argument("--out", type=Path, required=True, help="the pooled JSON file to write")
-    ap.add_argument("--seeds", default="", help="the seeds the sets hold, for the record (e.g. 1100-1159)")
+    ap.add_argument("--seeds", default="", help="the seeds the sets hold, for the record (e.g. 1100-1159): checked against "
+                    "the pooled cases")
     ap.add_argument("--reference", default="equal", help="the entry the others are compared with (default equal)")
     a = ap.parse_args(argv)
     if bool(a.sets) == bool(a.compare):
@@ -116,6 +150,7 @@ def main(argv=None) -> int:
     else:
         per_case = pool(a.sets)
         sets = [str(d) for d in a.sets]
+    check_seeds(next(iter(per_case.values())), a.seeds)
     rows = rank_table({e: aggregate(v) for e, v in per_case.items()})
     boot = bootstrap_summary(per_case, a.reference, 2000, seed=0)
     doc = {"cases": len(next(iter(per_case.values()))), "seeds": a.seeds, "sets": sets,

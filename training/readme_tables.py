@@ -41,8 +41,10 @@ TABLES = {
         ("1100-1119", "docs/results/heldout_task1/leaderboard.json", "fitted"),
         ("1140-1159", f"{T1E}/heldout_release_seeds1140-1159/leaderboard.json", "fitted"),
         ("1200-1219", f"{T1E}/heldout_release_seeds1200-1219/leaderboard.json", "fitted"),
+        ("1220-1239", f"{T1E}/heldout_release_seeds1220-1239/leaderboard.json", "fitted"),
+        ("1240-1259", f"{T1E}/heldout_release_seeds1240-1259/leaderboard.json", "fitted"),
         ("1260-1279 (the release decision)", f"{T1E}/heldout_candidate_seeds1260-1279/leaderboard.json", "fitted"),
-        ("40: 1100-1119 and 1260-1279", f"{T1E}/pooled_release_1100-1119_1260-1279.json", "all"),
+        ("120: all six", f"{T1E}/pooled_release_1100-1119_1140-1159_1200-1279.json", "all"),
     ]),
     # the release before (60-epoch members, keep most confident, 2026-12-04 to 2026-12-06), in HISTORY.md
     "heldout-task1-60ep": ("held-out cases (Task 1, 60-epoch release)", [

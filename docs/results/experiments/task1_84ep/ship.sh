@@ -98,7 +98,8 @@ for step in $STEPS; do
         --out "$T1E/compare_releases_1100-1119_1140-1159_1200-1259.json")
       # the 60 cases that decided neither release nor a candidate against either (1220-1239 chose the 60-epoch one,
       # 1240-1259 kept it against task1_iso84, 1260-1279 chose this one)
-      (cd "$REPO" && "$PY" training/pool_heldout.py --compare "84ep=$new" "60ep=$old" \
+      new3=$(IFS=,; echo "${NEWSETS[*]:0:3}") old3=$(IFS=,; echo "${OLDSETS[*]:0:3}")
+      (cd "$REPO" && "$PY" training/pool_heldout.py --compare "84ep=$new3" "60ep=$old3" \
         --reference 60ep --seeds 1100-1119,1140-1159,1200-1219 \
         --out "$T1E/compare_releases_1100-1119_1140-1159_1200-1219.json")
       exp_stamp "rescore done: the README's Task 1 rows (training/readme_tables.py) can name the six sets"
