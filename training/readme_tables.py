@@ -28,6 +28,7 @@ ENTRY = {"fitted ensemble (held-out)": "fitted (shipped spec's fit)", "equal-wei
 T1 = "docs/results/experiments/task1_60ep_confident"
 T1I = "docs/results/experiments/task1_iso84"
 T1E = "docs/results/experiments/task1_84ep"
+T1B = "docs/results/experiments/task1_back60"
 T2 = "docs/results/experiments/keep_confident_task2"
 T2G = "docs/results/experiments/task2_60ep_guard"
 T2B = "docs/results/experiments/task2_bf16_release"
@@ -39,22 +40,25 @@ TABLES = {
     ]),
     "heldout-task1": ("held-out cases (Task 1)", [
         ("1100-1119", "docs/results/heldout_task1/leaderboard.json", "fitted"),
+        ("1140-1159", f"{T1}/heldout_release_seeds1140-1159/leaderboard.json", "fitted"),
+        ("1200-1219", f"{T1}/heldout_release_seeds1200-1219/leaderboard.json", "fitted"),
+        ("1220-1239 (its release decision)", f"{T1}/heldout_candidate_seeds1220-1239/leaderboard.json", "fitted"),
+        ("1240-1259 (a candidate's decision, lost)", f"{T1I}/heldout_release_seeds1240-1259/leaderboard.json", "fitted"),
+        ("1260-1279 (the 84-epoch release's decision)", f"{T1E}/heldout_release_seeds1260-1279/leaderboard.json",
+         "fitted"),
+        ("1280-1299 (the decision to go back)", f"{T1B}/heldout_candidate_seeds1280-1299/leaderboard.json", "fitted"),
+        ("140: all seven", f"{T1B}/pooled_release_1100-1119_1140-1159_1200-1299.json", "all"),
+    ]),
+    # the 84-epoch release (2026-12-06, one day), in HISTORY.md
+    "heldout-task1-84ep": ("held-out cases (Task 1, 84-epoch release)", [
+        ("1100-1119", f"{T1B}/heldout_release84ep_seeds1100-1119/leaderboard.json", "fitted"),
         ("1140-1159", f"{T1E}/heldout_release_seeds1140-1159/leaderboard.json", "fitted"),
         ("1200-1219", f"{T1E}/heldout_release_seeds1200-1219/leaderboard.json", "fitted"),
         ("1220-1239", f"{T1E}/heldout_release_seeds1220-1239/leaderboard.json", "fitted"),
         ("1240-1259", f"{T1E}/heldout_release_seeds1240-1259/leaderboard.json", "fitted"),
-        ("1260-1279 (the release decision)", f"{T1E}/heldout_candidate_seeds1260-1279/leaderboard.json", "fitted"),
-        ("120: all six", f"{T1E}/pooled_release_1100-1119_1140-1159_1200-1279.json", "all"),
-    ]),
-    # the release before (60-epoch members, keep most confident, 2026-12-04 to 2026-12-06), in HISTORY.md
-    "heldout-task1-60ep": ("held-out cases (Task 1, 60-epoch release)", [
-        ("1100-1119", f"{T1E}/heldout_release60ep_seeds1100-1119/leaderboard.json", "fitted"),
-        ("1140-1159", f"{T1}/heldout_release_seeds1140-1159/leaderboard.json", "fitted"),
-        ("1200-1219", f"{T1}/heldout_release_seeds1200-1219/leaderboard.json", "fitted"),
-        ("1220-1239 (the release decision)", f"{T1}/heldout_candidate_seeds1220-1239/leaderboard.json", "fitted"),
-        ("1240-1259 (a candidate's decision, lost)", f"{T1I}/heldout_release_seeds1240-1259/leaderboard.json", "fitted"),
-        ("1260-1279 (its replacement's decision)", f"{T1E}/heldout_release_seeds1260-1279/leaderboard.json", "fitted"),
-        ("120: all six", f"{T1E}/pooled_release60ep_1100-1119_1140-1159_1200-1279.json", "all"),
+        ("1260-1279 (its release decision)", f"{T1E}/heldout_candidate_seeds1260-1279/leaderboard.json", "fitted"),
+        ("1280-1299 (the decision to go back)", f"{T1B}/heldout_release_seeds1280-1299/leaderboard.json", "fitted"),
+        ("140: all seven", f"{T1B}/pooled_release84ep_1100-1119_1140-1159_1200-1299.json", "all"),
     ]),
     "heldout-task2": ("held-out cases (Task 2)", [
         ("1100-1119", "docs/results/heldout_task2/leaderboard.json", "fitted"),

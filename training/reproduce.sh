@@ -55,10 +55,11 @@ P2_EPOCHS=${P2_EPOCHS:-24}  # x 50 iterations: pre-training stage 2 (tumour focu
 P2_LR=${P2_LR:-}            # stage 2's initial learning rate (empty: the trainer's 0.01); the untried remedy of
                             # training/README.md "A rebuild that did not learn" is P2_LR=0.005 (the specialists')
 # x 50 iterations: each specialist fold, from the pre-trained network (a finished shorter run is extended from its
-# checkpoint_final), per task: the shipped members' schedules (Task 1 84 since 2026-12-06, epochs 60 -> 84 with the
-# CPU levers below, docs/results/experiments/task1_84ep; Task 2 60 since 2026-12-05, its epochs 36 -> 60 with the
-# levers since 2026-12-06); T_EPOCHS sets both
-declare -A T_EPOCHS_OF=([1]="${T_EPOCHS:-84}" [2]="${T_EPOCHS:-60}")
+# checkpoint_final), per task: the shipped members' schedules (Task 1 60 since 2026-12-04: the 84-epoch members of
+# docs/results/experiments/task1_84ep shipped on 2026-12-06 and lost to them on new seeds the same day,
+# docs/results/experiments/task1_back60; Task 2 60 since 2026-12-05, its epochs 36 -> 60 with the CPU levers below
+# since 2026-12-06); T_EPOCHS sets both
+declare -A T_EPOCHS_OF=([1]="${T_EPOCHS:-60}" [2]="${T_EPOCHS:-60}")
 T_LR=${T_LR:-0.005}
 T_TUMOUR_W=${T_TUMOUR_W:-4}  # tumour cross-entropy weight of the specialists (as in pre-training stage 2)
 TRAIN_TRIES=${TRAIN_TRIES:-3}  # runs per network when one does not learn (training/collapse.py: nnU-Net is unseeded)
