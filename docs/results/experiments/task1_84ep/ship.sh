@@ -72,6 +72,9 @@ for step in $STEPS; do
       exp_stamp "release done: now TASKS=1 bash training/make_samples.sh && bash test/make_expected.sh"
       ;;
     rescore)
+      # the new release must be the one shipped: after it was withdrawn (../task1_back60) a rescore would score the
+      # release that replaced it into this folder
+      exp_same_spec "$REPO/resources/task1.json" "$HERE/candidate_task1.json"
       for s in 1140-1159 1200-1219 1220-1239 1240-1259; do
         heldout "$s" "$T1E/heldout_release_seeds$s"
       done
