@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The timed rebuild of README.md (this folder): training/reproduce.sh from an empty folder, in a clone of this repo
+# at the plan's commit (the shipped model_weights/, resources/ and tables of this repo are never written), with the
+# CPU levers in pre-training too. Resumable phase by phase (reproduce.sh skips what is done):
+#   bash docs/results/experiments/rebuild_levers/run.sh [base|train1|train2|rest|collect ...]   (default: all)
+# base: data plan pretrain (both tasks); train1, train2: one task's six specialist folds; rest: oof export fit
+# shift heldout baseline samples (both tasks); collect: the clone's results copied here. Every step's wall time
+# goes to timings.json (this folder), one entry per step, summed over runs.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../../../.." && pwd)
+COMMIT=${COMMIT:-HEAD}  # the plan's commit (README.md); a resumed run keeps the clone it made first
+W=${PANTHER_DATA:-/work/data}/exp/rebuild_levers
+CLONE=$W/repo
+STEPS=${*:-base train1 train2 rest collect}
+stamp() { echo "[$(date +%H:%M:%S)] $*"; }
+if [ ! -d "$CLONE/.git" ]; then
+  stamp "cloning $REPO at $COMMIT into $CLONE"
+  git clone -q "$REPO" "$CLONE"
+  git -C "$CLONE" checkout -q "$(git -C "$REPO" rev-parse "$COMMIT")"
+fi
+# the clone runs this repo's environment (the same package and pins); its bulk data goes to $W/data, not to the
+# shipped rebuild's $PANTHER_DATA folders
+export PY=$REPO/.venv/bin/python NNUNET_BIN=$REPO/.venv/bin PANTHER_DATA=$W/data
+export TIMINGS_FILE=$HERE/timings.json
+# the one lever not yet tried: pre-training in bfloat16 with channels_last (the specialists use both by default)
+export TRAIN_CPU_AUTOCAST=auto TRAIN_CHANNELS_LAST=on
+R=$CLONE/training/reproduce.sh
+for s in $STEPS; do
+  case $s in
+    base) stamp "data plan pretrain"; bash "$R" data plan pretrain ;;
+    train1) stamp "Task 1 specialists"; TASKS=1 bash "$R" train ;;
+    train2) stamp "Task 2 specialists"; TASKS=2 bash "$R" train ;;
+    rest) stamp "oof export fit shift heldout baseline samples"; bash "$R" oof export fit shift heldout baseline samples ;;
+    collect)
+      mkdir -p "$HERE/rebuilt"
+      for p in training/results.md docs/results/fit_task1 docs/results/fit_task2 docs/results/heldout_task1 \
+               docs/results/heldout_task2 resources/task1.json resources/task2.json training/baseline_t1.json \
+               training/baseline_t2.json; do
+        if [ -e "$CLONE/$p" ]; then mkdir -p "$HERE/rebuilt/$(dirname "$p")"; rm -rf "${HERE:?}/rebuilt/$p"; cp -a "$CLONE/$p" "$HERE/rebuilt/$p"; fi
+      done
+      stamp "collected into $HERE/rebuilt" ;;
+    *) echo "run.sh: unknown phase '$s' (base train1 train2 rest collect)" >&2; exit 2 ;;
+  esac
+done
