@@ -19,9 +19,12 @@ if [ ! -d "$CLONE/.git" ]; then
   git clone -q "$REPO" "$CLONE"
   git -C "$CLONE" checkout -q "$(git -C "$REPO" rev-parse "$COMMIT")"
 fi
-# the clone runs this repo's environment (the same package and pins); its bulk data goes to $W/data, not to the
+# the clone runs this repo's environment (the same pins); its bulk data goes to $W/data, not to the
 # shipped rebuild's $PANTHER_DATA folders
 export PY=$REPO/.venv/bin/python NNUNET_BIN=$REPO/.venv/bin PANTHER_DATA=$W/data
+# ... but the clone's own package, not the editable install's (this repo's working tree may have moved on between
+# the sessions of one rebuild)
+export PYTHONPATH=$CLONE/src${PYTHONPATH:+:$PYTHONPATH}
 export TIMINGS_FILE=$HERE/timings.json
 # the one lever not yet tried: pre-training in bfloat16 with channels_last (the specialists use both by default)
 export TRAIN_CPU_AUTOCAST=auto TRAIN_CHANNELS_LAST=on
