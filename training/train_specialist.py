@@ -23,6 +23,7 @@ import time
 import torch
 
 import collapse  # training/, the script's own folder
+from panther_ensemble.runtime import native_bf16  # one test of native bfloat16, shared with the engine
 
 
 def check_learned(output_folder: str, dice_history: list, labels: list[str], floors: dict) -> None:
@@ -66,11 +67,6 @@ def training_device(name: str) -> torch.device:
     elif device.type != "cpu":
         raise ValueError(f"--device {name}: nnU-Net trains on cpu, cuda or mps")
     return device
-
-
-def native_bf16() -> bool:
-    """Whether oneDNN runs bfloat16 natively on this CPU (AVX512-BF16 or AMX); elsewhere torch emulates it."""
-    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def cpu_autocast_choice(value: str, device: torch.device) -> str:

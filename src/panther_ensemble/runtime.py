@@ -60,7 +60,9 @@ class ForwardSettings:
     """
 
     autocast: str = "float16"  # CUDA autocast dtype: float16 (tensor cores on every GPU, the T4 included), bfloat16
-    #                            (not on a T4), float32 (none); the CPU always computes in float32
+    #                            (not on a T4), float32 (none)
+    cpu_autocast: str = "off"  # CPU: off = float32, nnU-Net's CPU path; bf16 = bfloat16 autocast, only where oneDNN
+    #                            runs it natively (emulated it is several times slower); auto = bf16 where native
     tiles: int = 0  # tiles per forward call in fast mode: 0 = the memory policy (CUDA) or 1 (CPU); n = fixed
     max_tiles: int = 4  # the memory policy's cap
     channels_last: bool = False  # channels_last_3d weights, so convolutions run and return NDHWC
@@ -105,6 +107,11 @@ def _setting_value(key: str, kind: str, value: str):
         return number
     if key == "autocast" and value.lower() not in _AUTOCAST:
         raise InputError(FORWARD_ENV, f"autocast must be one of {', '.join(_AUTOCAST)}, got {value!r}")
+    if key == "cpu_autocast":
+        value = {"1": "bf16", "true": "bf16", "on": "bf16", "bfloat16": "bf16", "0": "off", "false": "off",
+                 "none": "off", "float32": "off", "fp32": "off"}.get(value.lower(), value.lower())
+        if value not in ("off", "bf16", "auto"):
+            raise InputError(FORWARD_ENV, f"cpu_autocast must be off, bf16 or auto, got {value!r}")
     if key == "compile":
         value = {"1": "default", "true": "default", "0": "none", "false": "none"}.get(value.lower(), value)
         if value not in ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
@@ -126,6 +133,9 @@ class Runtime:
         """`forward`: settings, their text form, or None for $PANTHER_FORWARD (unset: the defaults)."""
         if not isinstance(forward, ForwardSettings):
             forward = ForwardSettings.parse(os.environ.get(FORWARD_ENV) if forward is None else forward)
+        if forward.cpu_autocast == "bf16" and not native_bf16():
+            raise InputError(FORWARD_ENV, "cpu_autocast=bf16: this CPU has no native bfloat16 (AVX512-BF16 or AMX) "
+                                          "for oneDNN, so it would run several times slower; use off or auto")
         return cls(choose_device(requested), int(threads or available_cpus()), forward)
 
     def configure_torch(self) -> None:
@@ -140,13 +150,18 @@ class Runtime:
         return fallback_placements(self.device, batched=self._may_batch())
 
     def autocast(self, compute: torch.device) -> AbstractContextManager:
-        """nnU-Net's mixed precision: float16 autocast for the networks on CUDA, plain float32 on the CPU."""
+        """nnU-Net's mixed precision: float16 autocast for the networks on CUDA, plain float32 on the CPU
+        (bfloat16 autocast there only when `cpu_autocast` asks for it)."""
         dtype = self.compute_dtype(compute)
-        return torch.autocast("cuda", dtype=dtype) if dtype != torch.float32 else nullcontext()
+        if dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast("cuda" if compute.type == "cuda" else "cpu", dtype=dtype)
 
     def compute_dtype(self, compute: torch.device) -> torch.dtype:
         if compute.type == "cuda":
             return self.forward.autocast_dtype or torch.float32
+        if self.forward.cpu_autocast == "bf16" or (self.forward.cpu_autocast == "auto" and native_bf16()):
+            return torch.bfloat16
         return torch.float32
 
     def batch_mirrors(self, compute: torch.device) -> bool:
@@ -208,6 +223,11 @@ class Runtime:
         return torch.device("cpu")
 
 
+def native_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 natively on this CPU (AVX512-BF16 or AMX); elsewhere torch emulates it."""
+    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def available_device_bytes(device: torch.device) -> int:
     """Memory this process can still allocate on a CUDA device: free device memory plus what the caching
     allocator holds unused, within `torch.cuda.set_per_process_memory_fraction`'s cap."""
@@ -236,8 +256,11 @@ def use_onednn_convolutions(network: torch.nn.Module) -> int:
 
 def _onednn_forward(conv: torch.nn.Conv3d):
     def forward(x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or x.dtype != torch.float32 or conv.weight.device.type != "cpu":
-            return torch.nn.Conv3d.forward(conv, x)  # moved elsewhere or another dtype: the stock path
+        if (x.device.type != "cpu" or x.dtype != torch.float32 or conv.weight.device.type != "cpu"
+                or torch.is_autocast_enabled("cpu")):
+            # moved elsewhere, another dtype, or bfloat16 autocast (mkldnn_convolution is not on autocast's
+            # list: it would stay float32; the stock Conv3d is, and oneDNN runs it in bfloat16): the stock path
+            return torch.nn.Conv3d.forward(conv, x)
         channels_last = not conv.weight.is_contiguous() and conv.weight.is_contiguous(
             memory_format=torch.channels_last_3d)  # the forward settings' channels_last: keep NDHWC
         x = x.contiguous(memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)

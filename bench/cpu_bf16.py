@@ -1,0 +1,129 @@
+"""bfloat16 autocast on the CPU (`PANTHER_FORWARD=cpu_autocast=bf16`) against the default float32, end to end.
+
+    python bench/cpu_bf16.py [--threads 2] [--rounds 2] [--out bench/results/cpu-bf16]
+
+Per shipped sample case (test/samples.json: its task's shipped spec and weights, mirroring and all): the two
+settings are loaded once each, then timed in interleaved rounds (float32, bfloat16, float32, ...), so a shared
+machine's load spreads over both; the figure is the median wall time of `Ensemble.segment` (image read to mask),
+with the networks' own stage ("predict") beside it. Agreement: the largest gap between the two settings'
+probability maps, the voxels whose tumour decision differs, the Dice of the two masks, and each mask's tumour Dice
+against the case's ground truth. The setting is refused where the CPU would emulate bfloat16 (the runtime's own
+check), so this benchmark only runs where the lever can be used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SETTINGS = ("", "cpu_autocast=bf16")  # float32 (the default), then bfloat16
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    both = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
+    return 1.0 if both == 0 else 2.0 * int(np.count_nonzero(a & b)) / both
+
+
+def compare(ensembles: dict[str, object], image: Path, truth: np.ndarray | None, rounds: int) -> dict:
+    """Time each setting's `segment` on `image` in interleaved rounds; agreement from the last round."""
+    walls: dict[str, list[float]] = {s: [] for s in ensembles}
+    predict: dict[str, list[float]] = {s: [] for s in ensembles}
+    last: dict[str, object] = {}
+    for _ in range(rounds):
+        for setting, ensemble in ensembles.items():
+            start = time.perf_counter()
+            result = ensemble.segment(image, probabilities=True)
+            walls[setting].append(time.perf_counter() - start)
+            predict[setting].append(sum(v for k, v in result.timings.items() if k.startswith("predict")))
+            last[setting] = result
+    f32, bf16 = (last[s] for s in SETTINGS)
+    row = {"settings": {}, "max_probability_gap": float((f32.probabilities - bf16.probabilities).abs().max()),
+           "voxels_flipped": int(np.count_nonzero(f32.mask != bf16.mask)),
+           "tumour_voxels_float32": f32.tumour_voxels, "mask_dice_bf16_vs_float32": dice(f32.mask > 0, bf16.mask > 0)}
+    for setting in SETTINGS:
+        entry = {"wall_s": [round(w, 2) for w in walls[setting]], "median_wall_s": round(statistics.median(walls[setting]), 2),
+                 "median_predict_s": round(statistics.median(predict[setting]), 2)}
+        if truth is not None:
+            entry["tumour_dice"] = round(dice(last[setting].mask > 0, truth), 4)
+        row["settings"][setting or "defaults"] = entry
+    row["speedup_wall"] = round(row["settings"]["defaults"]["median_wall_s"]
+                                / row["settings"]["cpu_autocast=bf16"]["median_wall_s"], 2)
+    row["speedup_predict"] = round(row["settings"]["defaults"]["median_predict_s"]
+                                   / max(row["settings"]["cpu_autocast=bf16"]["median_predict_s"], 1e-9), 2)
+    return row
+
+
+def report(result: dict) -> str:
+    lines = [f"# bfloat16 autocast on the CPU against float32, end to end ({result['machine']['date']})", "",
+             f"`{result['command']}`; torch {result['machine']['torch']}, {result['threads']} threads, "
+             f"{result['rounds']} interleaved rounds; median seconds.", "",
+             "| case | float32 wall s (predict s) | bfloat16 wall s (predict s) | speed-up wall (predict) | "
+             "max probability gap | voxels flipped (of tumour voxels) | mask Dice bf16 vs float32 | "
+             "tumour Dice float32 / bf16 |", "|---|---|---|---|---|---|---|---|"]
+    for case in result["cases"]:
+        a, b = case["settings"]["defaults"], case["settings"]["cpu_autocast=bf16"]
+        lines.append(f"| Task {case['task']} seed {case['seed']} | {a['median_wall_s']} ({a['median_predict_s']}) | "
+                     f"{b['median_wall_s']} ({b['median_predict_s']}) | **{case['speedup_wall']}x** "
+                     f"({case['speedup_predict']}x) | {case['max_probability_gap']:.4f} | {case['voxels_flipped']} "
+                     f"({case['tumour_voxels_float32']}) | {case['mask_dice_bf16_vs_float32']:.4f} | "
+                     f"{a.get('tumour_dice', '-')} / {b.get('tumour_dice', '-')} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from panther_ensemble import Ensemble
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--samples", default=str(REPO / "test" / "samples.json"))
+    ap.add_argument("--weights-root", default=None, help="default: the shipped model_weights/")
+    ap.add_argument("--spec", action="append", default=None,
+                    help="TASK=SPEC.json (default: resources/taskN.json); repeatable")
+    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "cpu-bf16"))
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    specs = dict(item.split("=", 1) for item in a.spec or [])
+    cases = []
+    for sample in json.loads(Path(a.samples).read_text()):
+        task = int(sample["task"])
+        image = Path(sample["image"]) if Path(sample["image"]).is_absolute() else REPO / sample["image"]
+        truth_path = sample.get("ground_truth")
+        truth = None
+        if truth_path:
+            truth_path = Path(truth_path) if Path(truth_path).is_absolute() else REPO / truth_path
+            truth = sitk.GetArrayFromImage(sitk.ReadImage(str(truth_path))) > 0
+        ensembles = {}
+        for setting in SETTINGS:
+            if str(task) in specs:
+                ensembles[setting] = Ensemble.from_spec(specs[str(task)], a.weights_root, "cpu", a.threads, setting)
+            else:
+                ensembles[setting] = Ensemble.for_task(task, a.weights_root, "cpu", threads=a.threads, forward=setting)
+        print(f"[{time.strftime('%H:%M:%S')}] Task {task} seed {sample.get('seed')}", flush=True)
+        row = compare(ensembles, image, truth, a.rounds)
+        cases.append({"task": task, "seed": sample.get("seed"), **row})
+        print(json.dumps(cases[-1]), flush=True)
+    result = {"machine": {"date": time.strftime("%Y-%m-%d %H:%M"), "torch": torch.__version__,
+                          "processor": platform.processor() or platform.machine()},
+              "command": "python bench/cpu_bf16.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "threads": a.threads, "rounds": a.rounds, "cases": cases}
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text(report(result))
+    print(report(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""bench/cpu_bf16.py's own logic, on the test members (bfloat16 emulated where the CPU has none: slower, same
+values), so that the benchmark whose results bench/README.md quotes can fail here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import cpu_bf16  # noqa: E402 - bench/ is not a package
+
+
+def test_the_benchmark_times_both_settings_and_measures_their_agreement(models, mri_file, tmp_path, monkeypatch):
+    import panther_ensemble.runtime as runtime_mod
+
+    monkeypatch.setattr(runtime_mod, "native_bf16", lambda: True)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"version": 1, "task": 1, "members": [
+        {"name": "A", "model": "A", "folds": [0], "mirroring": False}]}))
+    image = sitk.ReadImage(str(mri_file))
+    truth = sitk.GetImageFromArray((sitk.GetArrayFromImage(image) > np.median(sitk.GetArrayFromImage(image)))
+                                   .astype(np.uint8))
+    truth.CopyInformation(image)
+    sitk.WriteImage(truth, str(tmp_path / "truth.mha"))
+    samples = tmp_path / "samples.json"
+    samples.write_text(json.dumps([{"task": 1, "seed": 7, "image": str(mri_file),
+                                    "ground_truth": str(tmp_path / "truth.mha")}]))
+    out = tmp_path / "result"
+    assert cpu_bf16.main(["--threads", "1", "--rounds", "2", "--samples", str(samples), "--weights-root",
+                          str(models), "--spec", f"1={spec}", "--out", str(out)]) == 0
+    case = json.loads(out.with_suffix(".json").read_text())["cases"][0]
+    f32, bf16 = case["settings"]["defaults"], case["settings"]["cpu_autocast=bf16"]
+    assert len(f32["wall_s"]) == len(bf16["wall_s"]) == 2 and f32["median_predict_s"] > 0
+    assert 0 < case["max_probability_gap"] < 0.05  # bfloat16 computed: not float32's values, but near them
+    assert 0.9 < case["mask_dice_bf16_vs_float32"] <= 1 and 0 <= f32["tumour_dice"] <= 1
+    assert case["speedup_wall"] > 0 and "| Task 1 seed 7 |" in out.with_suffix(".md").read_text()
+
+
+def test_dice_of_masks():
+    a = np.zeros((2, 2), bool)
+    assert cpu_bf16.dice(a, a) == 1.0  # both empty: agreement
+    b = a.copy()
+    b[0, 0] = True
+    assert cpu_bf16.dice(a, b) == 0.0 and cpu_bf16.dice(b, b) == 1.0
