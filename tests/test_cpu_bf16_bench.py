@@ -41,6 +41,24 @@ def test_the_benchmark_times_both_settings_and_measures_their_agreement(models, 
     assert case["speedup_wall"] > 0 and "| Task 1 seed 7 |" in out.with_suffix(".md").read_text()
 
 
+def test_phantom_cases_are_written_with_their_tumour_truth(tmp_path):
+    samples = cpu_bf16.phantom_samples("1:5,2:6-7", tmp_path)
+    assert [(s["task"], s["seed"]) for s in samples] == [(1, 5), (2, 6), (2, 7)]
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(samples[0]["ground_truth"]))
+    assert set(np.unique(truth)) <= {0, 1, 2} and (truth == 1).any()  # 1 tumour: what the benchmark scores
+    assert "abdominal-t2-mri" in samples[1]["image"] and Path(samples[2]["image"]).is_file()
+
+
+def test_summary_over_cases():
+    case = {"speedup_wall": 2.0, "speedup_predict": 2.5, "max_probability_gap": 0.01, "voxels_flipped": 3,
+            "tumour_voxels_float32": 100, "mask_dice_bf16_vs_float32": 0.99,
+            "settings": {"defaults": {"tumour_dice": 0.8}, "cpu_autocast=bf16": {"tumour_dice": 0.7}}}
+    other = {**case, "speedup_wall": 1.0, "mask_dice_bf16_vs_float32": 0.95, "max_probability_gap": 0.02}
+    s = cpu_bf16.summary([case, other])
+    assert (s["median_speedup_wall"], s["smallest_mask_dice"], s["largest_probability_gap"]) == (1.5, 0.95, 0.02)
+    assert (s["voxels_flipped"], s["mean_tumour_dice_float32"], s["mean_tumour_dice_bf16"]) == (6, 0.8, 0.7)
+
+
 def test_dice_of_masks():
     a = np.zeros((2, 2), bool)
     assert cpu_bf16.dice(a, a) == 1.0  # both empty: agreement
