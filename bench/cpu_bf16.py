@@ -27,13 +27,10 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from panther_ensemble.scoring.metrics import mask_dice
+
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = ("", "cpu_autocast=bf16")  # float32 (the default), then bfloat16
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    both = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
-    return 1.0 if both == 0 else 2.0 * int(np.count_nonzero(a & b)) / both
 
 
 def compare(ensembles: dict[str, object], image: Path, truth: np.ndarray | None, rounds: int) -> dict:
@@ -51,12 +48,12 @@ def compare(ensembles: dict[str, object], image: Path, truth: np.ndarray | None,
     f32, bf16 = (last[s] for s in SETTINGS)
     row = {"settings": {}, "max_probability_gap": float((f32.probabilities - bf16.probabilities).abs().max()),
            "voxels_flipped": int(np.count_nonzero(f32.mask != bf16.mask)),
-           "tumour_voxels_float32": f32.tumour_voxels, "mask_dice_bf16_vs_float32": dice(f32.mask > 0, bf16.mask > 0)}
+           "tumour_voxels_float32": f32.tumour_voxels, "mask_dice_bf16_vs_float32": mask_dice(f32.mask > 0, bf16.mask > 0)}
     for setting in SETTINGS:
         entry = {"wall_s": [round(w, 2) for w in walls[setting]], "median_wall_s": round(statistics.median(walls[setting]), 2),
                  "median_predict_s": round(statistics.median(predict[setting]), 2)}
         if truth is not None:
-            entry["tumour_dice"] = round(dice(last[setting].mask > 0, truth), 4)
+            entry["tumour_dice"] = round(mask_dice(last[setting].mask > 0, truth), 4)
         row["settings"][setting or "defaults"] = entry
     row["speedup_wall"] = round(row["settings"]["defaults"]["median_wall_s"]
                                 / row["settings"]["cpu_autocast=bf16"]["median_wall_s"], 2)

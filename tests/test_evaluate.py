@@ -119,6 +119,19 @@ def test_surface_distances_match_the_library_bit_for_bit(seed):
         metrics.surface_distances(gt, np.zeros_like(gt), spacing)
 
 
+def test_mask_dice_is_the_library_s_dice_and_calls_two_empty_masks_agreement():
+    rng = np.random.default_rng(7)
+    a, b = rng.random((6, 7, 8)) < 0.3, rng.random((6, 7, 8)) < 0.4
+    assert metrics.mask_dice(a, b) == pytest.approx(surface_distance.metrics.compute_dice_coefficient(a, b), rel=1e-12)
+    assert metrics.mask_dice(a.astype(np.uint8) * 2, b) == metrics.mask_dice(a, b)  # nonzero = inside
+    empty = np.zeros_like(a)
+    assert metrics.mask_dice(empty, empty) == 1.0  # two masks that agree, unlike case_metrics' Dice 0
+    assert metrics.case_metrics(empty, empty, (1.0, 1.0, 1.0))["dice"] == 0.0
+    assert metrics.mask_dice(empty, a) == 0.0
+    with pytest.raises(ValueError, match="one shape"):
+        metrics.mask_dice(a, a[:-1])
+
+
 def test_a_cached_ground_truth_surface_gives_the_same_metrics_for_many_predictions():
     """One small tumour in a large array, scored against predictions that miss, overlap, touch the array's
     edges or add far-away false positives: with the GroundTruthSurface (the fit's per-case cache) every

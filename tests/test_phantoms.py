@@ -10,6 +10,7 @@ import SimpleITK as sitk
 from panther_ensemble import phantoms
 from panther_ensemble.io import Geometry
 from panther_ensemble.phantoms import datasets, geometry
+from panther_ensemble.scoring.metrics import mask_dice
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "test" / "README.md"
@@ -236,7 +237,7 @@ def test_whole_body_band_dice_matches_brute_force():
     assert checked > 70000
     # the mask of the rule itself agrees with the table
     pred = B.predict_band(img, 25, 180)
-    assert B._dice(pred, tum) == pytest.approx(table[25, 180])
+    assert mask_dice(pred, tum) == pytest.approx(table[25, 180])
 
 
 @pytest.mark.parametrize("which", ["t1", "t2"])
@@ -257,7 +258,7 @@ def test_whole_body_band_fits_the_tumour(which, request):
     assert band["train_dice"] == band["test_dice"][7] >= one["train_dice"] > 0
     assert (one["lo"] is None) == (task == 1) and (one["hi"] is None) == (task == 2)
     pred = B.predict_band(ph.image, band["lo_bin"], band["hi_bin"])
-    assert B._dice(pred, ph.label == 1) == pytest.approx(band["test_dice"][7], rel=1e-12)
+    assert mask_dice(pred, ph.label == 1) == pytest.approx(band["test_dice"][7], rel=1e-12)
 
 
 def test_threshold_baselines_report(t1, monkeypatch):
@@ -273,8 +274,8 @@ def test_threshold_baselines_report(t1, monkeypatch):
         assert set(r["test_dice"]) == {7, 8} and r["test_dice_mean"] == pytest.approx(r["test_dice"][7])
     v, t = B.pancreas_samples(t1.image, t1.label)
     thr = res["in_pancreas"]["threshold"]
-    assert res["in_pancreas"]["train_dice"] == pytest.approx(B._dice(v < thr, t))
-    assert all(B._dice(v < c, t) <= B._dice(v < thr, t) for c in np.linspace(0.5, 1.5, 101))
+    assert res["in_pancreas"]["train_dice"] == pytest.approx(mask_dice(v < thr, t))
+    assert all(mask_dice(v < c, t) <= mask_dice(v < thr, t) for c in np.linspace(0.5, 1.5, 101))
 
 
 def test_command_line(tmp_path, monkeypatch, capsys):

@@ -21,6 +21,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from panther_ensemble.scoring.metrics import mask_dice
+
 DATASETS = ("Dataset901_PhantomT1", "Dataset902_PhantomT2")
 
 
@@ -31,11 +33,6 @@ def member_name(model: Path) -> str:
     return "DA5" if trainer.endswith("DA5") else "default"
 
 
-def dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    denominator = pred.sum() + truth.sum()
-    return 1.0 if denominator == 0 else float(2 * np.logical_and(pred, truth).sum() / denominator)
-
-
 def oof_scores(oof: Path, labels_tr: Path) -> list[float]:
     scores = []
     for npz in sorted(oof.glob("*.npz")):
@@ -43,7 +40,7 @@ def oof_scores(oof: Path, labels_tr: Path) -> list[float]:
             probabilities, labels = f["probabilities"], [str(x) for x in f["labels"]]
         pred = probabilities.argmax(0) == labels.index("tumor")
         truth = sitk.GetArrayFromImage(sitk.ReadImage(str(labels_tr / f"{npz.stem}.mha"))) == 1
-        scores.append(dice(pred, truth))
+        scores.append(mask_dice(pred, truth))
     return scores
 
 

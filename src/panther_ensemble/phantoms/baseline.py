@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from ..scoring.metrics import mask_dice
 from .datasets import format_seeds, nnunet_case_name
 from .generate import make_phantom
 
@@ -35,11 +36,6 @@ log = logging.getLogger(__name__)
 BODY_FRACTION = 0.1  # body = voxels above this fraction of the 99th percentile
 BIN_WIDTH = 0.01  # of the normalised intensity (intensity / body median)
 N_BINS = 400  # bins cover [0, 4); brighter voxels fall in the last one
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = int(a.sum()) + int(b.sum())
-    return 1.0 if s == 0 else 2.0 * int((a & b).sum()) / s
 
 
 # --------------------------------------------------------------------------------------------
@@ -144,7 +140,7 @@ def fit_in_pancreas(task: int, train: list, test: dict) -> dict:
 
     def case_dice(v, t, thr):
         pred = v < thr if below else v > thr
-        return _dice(pred, t)
+        return mask_dice(pred, t)
 
     mean_train = [float(np.mean([case_dice(v, t, c) for v, t in train])) for c in cands]
     best = int(np.argmax(mean_train))

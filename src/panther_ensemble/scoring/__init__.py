@@ -1,7 +1,8 @@
 """Scoring: the PANTHER challenge's metrics, and what is built on them.
 
     metrics.py      the five metrics of one case (Dice, surface Dice 5 mm, HD95, MASD, volumes), the
-                    official script's spacing quirk, and the metric keys and their directions
+                    official script's spacing quirk, the metric keys and their directions, and
+                    mask_dice (two masks' overlap, 1 when both are empty; for agreement checks)
     leaderboard.py  aggregates over cases (means, volume RMSE), ranks, mean rank
     evaluate.py     prediction folders against a ground-truth folder -> json / csv / terminal tables
     figures.py      metrics.png and leaderboard.png

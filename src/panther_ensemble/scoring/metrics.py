@@ -83,6 +83,20 @@ class GroundTruthSurface:
         self.distance = scipy.ndimage.distance_transform_edt(~self.border, sampling=self.spacing)
 
 
+def mask_dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice overlap of two masks (nonzero = inside), 1.0 when both are empty: two masks that agree.
+
+    For comparing two segmentations with each other (bfloat16 against float32, a threshold against the
+    truth, an out-of-fold map against its label). Not the challenge's per-case Dice: `case_metrics` scores
+    an empty prediction 0 whatever the truth, by PANTHER's rule.
+    """
+    a, b = np.asarray(a) != 0, np.asarray(b) != 0
+    if a.shape != b.shape:
+        raise ValueError(f"mask_dice needs masks of one shape, got {a.shape} and {b.shape}")
+    both = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
+    return 1.0 if both == 0 else 2.0 * int(np.count_nonzero(a & b)) / both
+
+
 def _neighbour_codes(mask: np.ndarray, box=None) -> tuple[np.ndarray, np.ndarray]:
     """surface-distance's neighbour codes and border voxels of mask[box], with one empty voxel appended on
     the high side of every axis (the library's crop)."""
