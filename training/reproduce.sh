@@ -69,10 +69,12 @@ TASKS=${TASKS:-1 2}         # the tasks that train ... samples work on, e.g. TAS
 DEVICE=${DEVICE:-cpu}       # where training and maps run: cpu, or cuda on a GPU machine (train_specialist.py --device)
 # the specialists' CPU levers (train_specialist.py --cpu-autocast, --channels-last; training/trainers.py _CpuSpeed):
 # bfloat16 autocast where the CPU runs it natively, and channels_last; 2.2x faster epochs here, the same members by
-# docs/results/experiments/task2_bf16. Pre-training keeps float32 unless TRAIN_CPU_AUTOCAST says otherwise: the trial
-# trained specialists on, not a network from scratch
+# docs/results/experiments/task2_bf16. Pre-training uses them too (P_...; 2.4x faster, and it learned on the first try
+# in both timed rebuilds of docs/results/experiments/rebuild_levers, whose specialists matched the shipped ones)
 T_CPU_AUTOCAST=${T_CPU_AUTOCAST:-auto}
 T_CHANNELS_LAST=${T_CHANNELS_LAST:-on}
+P_CPU_AUTOCAST=${P_CPU_AUTOCAST:-${TRAIN_CPU_AUTOCAST:-auto}}
+P_CHANNELS_LAST=${P_CHANNELS_LAST:-${TRAIN_CHANNELS_LAST:-on}}
 MODELS=${MODELS:-trained}   # trained: the members in $nnUNet_results; shipped: the members in model_weights/
 ORDER="data plan pretrain seed train oof export fit shift heldout baseline samples"
 ALL=${ORDER/ seed/}          # the rebuild from an empty folder: every step but seed
@@ -214,11 +216,11 @@ step_pretrain() {
   stamp "pre-training stage 1 on ${DS[0]} (both looks, fold all, $threads threads)"
   # stage 1's stock loss labels the tumour pancreas: it must learn the pancreas
   OMP_NUM_THREADS=$threads learn "$LOGS/pretrain_903.log" pancreas=0.3 --dataset 903 --trainer nnUNetTrainerPhantom \
-    --fold all --epochs "$P_EPOCHS" --skip-validation
+    --fold all --epochs "$P_EPOCHS" --cpu-autocast "$P_CPU_AUTOCAST" --channels-last "$P_CHANNELS_LAST" --skip-validation
   stamp "pre-training stage 2 (tumour focus) on ${DS[0]}"
   OMP_NUM_THREADS=$threads learn "$LOGS/pretrain2_903.log" tumor=0.1 --dataset 903 \
     --trainer nnUNetTrainerPhantomTumourFocus --fold all --epochs "$P2_EPOCHS" ${P2_LR:+--lr "$P2_LR"} \
-    --pretrained "$PRE1" --skip-validation
+    --pretrained "$PRE1" --cpu-autocast "$P_CPU_AUTOCAST" --channels-last "$P_CHANNELS_LAST" --skip-validation
 }
 
 step_seed() {
