@@ -158,11 +158,15 @@ def test_reproduce_retries_a_network_that_did_not_learn_and_stops_after_its_trie
     assert run.returncode == 0, run.stderr
     assert len(calls) == 6 and all("--device cuda" in c for c in calls)
 
-    # the specialists train with the CPU levers (auto: bfloat16 where native), the pre-training without them
+    # pre-training and the specialists train with the CPU levers (auto: bfloat16 where native), each set apart
     (tmp_path / "f").mkdir()
     run, calls = _reproduce(tmp_path / "f", 0, 1, "pretrain", "train")
     assert run.returncode == 0, run.stderr
-    assert len(calls) == 8 and not any("--cpu-autocast" in c or "--channels-last" in c for c in calls[:2])
+    assert len(calls) == 8 and all("--cpu-autocast auto --channels-last on" in c for c in calls)
+    (tmp_path / "f2").mkdir()
+    run, calls = _reproduce(tmp_path / "f2", 0, 1, "pretrain", "train", P_CPU_AUTOCAST="off", P_CHANNELS_LAST="off")
+    assert run.returncode == 0, run.stderr
+    assert all("--cpu-autocast off --channels-last off" in c for c in calls[:2])
     assert all("--cpu-autocast auto --channels-last on" in c for c in calls[2:])
     (tmp_path / "g").mkdir()
     run, calls = _reproduce(tmp_path / "g", 0, 1, "train", T_CPU_AUTOCAST="off", T_CHANNELS_LAST="off")

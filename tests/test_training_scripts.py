@@ -268,17 +268,15 @@ def test_reproduce_refuses_to_build_models_when_told_to_score_the_shipped_ones(t
     assert "generating" not in run.stdout and not (tmp_path / "data" / "nnUNet_raw" / "Dataset901_PhantomT1").exists()
 
 
-def _recorded_calls(tmp_path: Path, tasks: str, *steps: str, nnunet: bool = False,
-                    env: dict[str, str] | None = None) -> tuple[list[list[str]], str]:
+def _recorded_calls(tmp_path: Path, tasks: str, *steps: str, nnunet: bool = False) -> tuple[list[list[str]], str]:
     """Run reproduce.sh STEPS with a stand-in interpreter that records each call (its arguments, then
     OMP_NUM_THREADS=N) and succeeds; the calls and reproduce.sh's own output. nnunet: nnU-Net's commands
-    (NNUNET_BIN) are stand-ins too, recorded with their name first. env: more environment for reproduce.sh."""
+    (NNUNET_BIN) are stand-ins too, recorded with their name first."""
     calls = tmp_path / "calls.txt"
     fake = tmp_path / "python"
     fake.write_text(f'#!/bin/sh\necho "$@" "OMP_NUM_THREADS=$OMP_NUM_THREADS" >> {calls}\n')
     fake.chmod(0o755)
-    env = dict(os.environ, TASKS=tasks, PY=str(fake), PANTHER_DATA=str(tmp_path / "data"), TMPDIR=str(tmp_path),
-               **(env or {}))
+    env = dict(os.environ, TASKS=tasks, PY=str(fake), PANTHER_DATA=str(tmp_path / "data"), TMPDIR=str(tmp_path))
     if nnunet:
         bin_dir = tmp_path / "bin"
         for name in ("nnUNetv2_plan_and_preprocess", "nnUNetv2_preprocess"):
@@ -325,19 +323,6 @@ def test_reproduce_pretrains_on_every_core_and_trains_folds_on_one_each(tmp_path
     assert len(pretrain) == 2 and len(folds) == 6  # two stages; 3 members x 2 folds
     assert {c[-1] for c in pretrain} == {f"OMP_NUM_THREADS={len(os.sched_getaffinity(0))}"}
     assert {c[-1] for c in folds} == {"OMP_NUM_THREADS=1"}  # two folds side by side: one core each
-
-
-def test_reproduce_pretrains_with_the_cpu_levers_unless_told_otherwise(tmp_path):
-    calls, _ = _recorded_calls(tmp_path, "1", "pretrain")
-    pretrain = [c for c in calls if "train_specialist.py" in c[0] and _arg(c, "--dataset") == "903"]
-    assert len(pretrain) == 2 and all((_arg(c, "--cpu-autocast"), _arg(c, "--channels-last")) == ("auto", "on")
-                                      for c in pretrain), pretrain
-    (tmp_path / "float32").mkdir()
-    calls = _recorded_calls(tmp_path / "float32", "1", "pretrain", env={"P_CPU_AUTOCAST": "off",
-                                                                       "P_CHANNELS_LAST": "off"})[0]
-    pretrain = [c for c in calls if "train_specialist.py" in c[0]]
-    assert len(pretrain) == 2 and all((_arg(c, "--cpu-autocast"), _arg(c, "--channels-last")) == ("off", "off")
-                                      for c in pretrain), pretrain
 
 
 def test_reproduce_seed_writes_each_shipped_fold_once_and_before_training(tmp_path):
