@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +76,13 @@ def test_run_refuses_an_unknown_phase_before_anything_runs(tmp_path):
                          env={"PATH": "/usr/bin:/bin", "PANTHER_DATA": str(tmp_path), "TMPDIR": str(tmp_path)})
     assert run.returncode == 2 and "unknown phase 'fitt'" in run.stderr, run.stderr
     assert not (tmp_path / "exp").exists()
+
+
+def test_exp_has_step_reads_reproduce_s_timings_and_a_missing_file_is_not_done(tmp_path):
+    timings = tmp_path / "timings.json"
+    timings.write_text(json.dumps({"steps": {"oof": {"total_s": 1.0}}}))
+    script = (f'PY={sys.executable}; REPO={REPO}; source {REPO}/training/experiment.sh; '
+              f'exp_has_step {timings} oof && echo oof; exp_has_step {timings} fit || echo no-fit; '
+              f'exp_has_step {tmp_path}/none.json oof || echo no-file')
+    run = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+    assert run.stdout.split() == ["oof", "no-fit", "no-file"] and run.stderr == "", run.stderr

@@ -5,6 +5,20 @@
 
 exp_stamp() { echo "[$(date +%H:%M:%S)] $*"; }
 
+exp_check_phases() {  # exp_check_phases "PHASES" PHASE...: exit 2 naming a misspelt phase, before anything runs
+  local phases=$1 s; shift
+  for s in "$@"; do
+    if [[ " $phases " != *" $s "* ]]; then
+      echo "run.sh: unknown phase '$s' (the phases: $phases)" >&2
+      exit 2
+    fi
+  done
+}
+
+exp_has_step() {  # exp_has_step TIMINGS STEP: exit 0 when reproduce.sh's timings file records STEP
+  "$PY" -c 'import json, sys; sys.exit(sys.argv[2] not in json.load(open(sys.argv[1]))["steps"])' "$1" "$2" 2>/dev/null
+}
+
 exp_unpack() {  # exp_unpack COMMIT DEST PATHS...: files of a commit, once (a release judged against stays as committed)
   local commit=$1 dest=$2; shift 2
   if [ -d "$dest" ]; then return; fi

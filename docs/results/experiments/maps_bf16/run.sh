@@ -17,19 +17,15 @@ REPO=$(cd "$HERE/../../../.." && pwd)
 source "$REPO/training/experiment.sh"
 PHASES="oof fit compare"
 STEPS=${*:-$PHASES}
-for s in $STEPS; do  # a misspelt phase must fail now, not an hour in
-  if [[ " $PHASES " != *" $s "* ]]; then
-    echo "run.sh: unknown phase '$s' (the phases: $PHASES)" >&2
-    exit 2
-  fi
-done
+# shellcheck disable=SC2086 # one word per phase
+exp_check_phases "$PHASES" $STEPS  # a misspelt phase must fail now, not an hour in
 DATA=${PANTHER_DATA:-/work/data}
 SRC=$DATA/exp/rebuild_levers
 W=$DATA/exp/maps_bf16
 SRC_TIMINGS=$REPO/docs/results/experiments/rebuild_levers/timings.json
+PY=$REPO/.venv/bin/python  # this repo's environment (the same pins) for the clone too
 for step in oof fit; do  # the float32 side must be complete: the trained members, its maps and its fit
-  if ! "$PY" -c 'import json, sys; sys.exit(sys.argv[2] not in json.load(open(sys.argv[1]))["steps"])' "$SRC_TIMINGS" "$step" \
-      2>/dev/null; then
+  if ! exp_has_step "$SRC_TIMINGS" "$step"; then
     echo "run.sh: the rebuild (docs/results/experiments/rebuild_levers) has not run its '$step' step yet ($SRC_TIMINGS)" >&2
     exit 1
   fi
@@ -45,7 +41,7 @@ mkdir -p "$W/data"
 for d in nnUNet_raw nnUNet_preprocessed nnUNet_results; do  # read only: the rebuild's datasets, splits and members
   ln -sfn "$SRC/data/$d" "$W/data/$d"
 done
-export PY=$REPO/.venv/bin/python NNUNET_BIN=$REPO/.venv/bin PANTHER_DATA=$W/data
+export PY NNUNET_BIN=$REPO/.venv/bin PANTHER_DATA=$W/data
 export PYTHONPATH=$CLONE/src${PYTHONPATH:+:$PYTHONPATH}
 export TIMINGS_FILE=$HERE/timings.json
 # the one change: the networks' forward in bfloat16 (refused with one line where the CPU would emulate it)

@@ -21,12 +21,8 @@ source "$REPO/training/experiment.sh"
 REST="oof export fit shift heldout baseline samples"
 PHASES="base train1 train2 rest $REST collect"
 STEPS=${*:-base train1 train2 rest collect}
-for s in $STEPS; do  # a misspelt phase must fail now, not hours in
-  if [[ " $PHASES " != *" $s "* ]]; then
-    echo "run.sh: unknown phase '$s' (the phases: $PHASES)" >&2
-    exit 2
-  fi
-done
+# shellcheck disable=SC2086 # one word per phase
+exp_check_phases "$PHASES" $STEPS  # a misspelt phase must fail now, not hours in
 COMMIT=${COMMIT:-HEAD}  # the plan's commit (README.md); a resumed run keeps the clone it made first
 W=${PANTHER_DATA:-/work/data}/exp/rebuild_levers
 CLONE=$W/repo
@@ -45,9 +41,6 @@ export TIMINGS_FILE=$HERE/timings.json
 # the one lever not yet tried: pre-training in bfloat16 with channels_last (the specialists use both by default)
 export TRAIN_CPU_AUTOCAST=auto TRAIN_CHANNELS_LAST=on
 R=$CLONE/training/reproduce.sh
-rest_done() {  # samples is rest's last step: until it has run, the clone holds the shipped results, not rebuilt ones
-  "$PY" -c 'import json, sys; sys.exit("samples" not in json.load(open(sys.argv[1]))["steps"])' "$TIMINGS_FILE"
-}
 for s in $STEPS; do
   case $s in
     base) exp_stamp "data plan pretrain"; bash "$R" data plan pretrain ;;
@@ -59,7 +52,7 @@ for s in $STEPS; do
       bash "$R" $REST ;;
     oof|export|fit|shift|heldout|baseline|samples) exp_stamp "$s"; bash "$R" "$s" ;;
     collect)
-      if ! rest_done; then
+      if ! exp_has_step "$TIMINGS_FILE" samples; then  # rest's last step: until then the clone holds the shipped results
         echo "run.sh: collect before rest has ended ($TIMINGS_FILE has no 'samples' step): the clone still holds the shipped results" >&2
         exit 1
       fi
