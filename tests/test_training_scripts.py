@@ -601,3 +601,23 @@ def test_experiments_train_a_fold_with_reproduce_s_train_arguments(tmp_path):
     assert theirs.pop("--cpu-autocast") == "auto"
     assert mine == theirs, (experiment, shipped)
     assert experiment[0].endswith("training/train_specialist.py") and experiment[-1] == "OMP_NUM_THREADS=1"
+
+
+def test_run_from_copy_runs_the_script_as_it_was_and_leaves_no_copy(tmp_path):
+    # what reproduce.sh and the experiments' run.sh do first: an edit of the repo's file during a run of hours must
+    # not reach the running process (bash reads a script as it goes), and the arguments pass through as they were
+    script = tmp_path / "repo" / "long.sh"
+    script.parent.mkdir()
+    padding = "".join(f": line {i} so that bash cannot have read the end of the script before the edit\n"
+                      for i in range(3000))
+    script.write_text(f'set -euo pipefail\nsource {REPO}/training/run_from_copy.sh\nrun_from_copy LONG_HERE "$@"\n'
+                      f'echo "here=$LONG_HERE n=$# first=$1 second=$2"\n'
+                      f'echo "echo EDITED" >> "$LONG_HERE/long.sh"\n{padding}echo end\n')
+    copies = tmp_path / "tmp"
+    copies.mkdir()
+    run = subprocess.run(["bash", str(script), "a", "b c"], capture_output=True, text=True, timeout=60,
+                         env={"PATH": "/usr/bin:/bin", "TMPDIR": str(copies)})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [f"here={script.parent} n=2 first=a second=b c", "end"]
+    assert script.read_text().endswith("echo EDITED\n")  # the edit reached the repo's file, not the run
+    assert list(copies.iterdir()) == []

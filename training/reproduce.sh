@@ -36,14 +36,10 @@
 # docs/results/, test/ and training/{results.md,timings.json,baseline_t*.json}.
 # Each step's wall time is appended to training/timings.json.
 set -euo pipefail
-HERE=${REPRODUCE_HERE:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
-if [ -z "${REPRODUCE_HERE:-}" ]; then
-  # run from a copy: bash reads a script while it runs it, so editing the repo's file during a run of several
-  # hours must not change what the running process executes
-  copy=$(mktemp "${TMPDIR:-/tmp}/reproduce.XXXXXX.sh")
-  cp "${BASH_SOURCE[0]}" "$copy"
-  REPRODUCE_HERE=$HERE exec bash "$copy" "$@"
-fi
+# shellcheck source-path=SCRIPTDIR source=run_from_copy.sh
+source "${REPRODUCE_HERE:-$(dirname "${BASH_SOURCE[0]}")}/run_from_copy.sh"
+run_from_copy REPRODUCE_HERE "$@"  # a run of several hours must not read the repo's file as it is edited
+HERE=$REPRODUCE_HERE
 REPO=$(cd "$HERE/.." && pwd)
 # shellcheck source-path=SCRIPTDIR source=env.sh
 source "$HERE/env.sh"

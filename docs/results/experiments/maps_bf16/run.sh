@@ -6,12 +6,10 @@
 # oof, fit: training/reproduce.sh's steps of those names, in a second clone of the rebuild's commit whose data folder
 # links the rebuild's datasets and trained members, so that nothing of the rebuild is written; compare: compare.py.
 set -euo pipefail
-HERE=${RUN_HERE:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
-if [ -z "${RUN_HERE:-}" ]; then  # run from a copy: bash reads a script while it runs it
-  copy=$(mktemp "${TMPDIR:-/tmp}/maps_bf16.XXXXXX.sh")
-  cp "${BASH_SOURCE[0]}" "$copy"
-  RUN_HERE=$HERE exec bash "$copy" "$@"
-fi
+# shellcheck source=../../../../training/run_from_copy.sh
+source "${MAPS_BF16_HERE:-$(dirname "${BASH_SOURCE[0]}")}/../../../../training/run_from_copy.sh"
+run_from_copy MAPS_BF16_HERE "$@"  # bash reads a script while it runs it, and this one runs for hours
+HERE=$MAPS_BF16_HERE
 REPO=$(cd "$HERE/../../../.." && pwd)
 # shellcheck source=../../../../training/experiment.sh
 source "$REPO/training/experiment.sh"

@@ -8,13 +8,10 @@
 # between two of them; collect: the clone's results copied here (only once rest has ended). Every step's wall time
 # goes to timings.json (this folder), one entry per step, summed over runs.
 set -euo pipefail
-HERE=${RUN_HERE:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
-if [ -z "${RUN_HERE:-}" ]; then
-  # run from a copy, as reproduce.sh does: bash reads a script while it runs it, and a rebuild runs for hours
-  copy=$(mktemp "${TMPDIR:-/tmp}/rebuild_levers.XXXXXX.sh")
-  cp "${BASH_SOURCE[0]}" "$copy"
-  RUN_HERE=$HERE exec bash "$copy" "$@"
-fi
+# shellcheck source=../../../../training/run_from_copy.sh
+source "${REBUILD_LEVERS_HERE:-$(dirname "${BASH_SOURCE[0]}")}/../../../../training/run_from_copy.sh"
+run_from_copy REBUILD_LEVERS_HERE "$@"  # bash reads a script while it runs it, and this one runs for hours
+HERE=$REBUILD_LEVERS_HERE
 REPO=$(cd "$HERE/../../../.." && pwd)
 # shellcheck source=../../../../training/experiment.sh
 source "$REPO/training/experiment.sh"

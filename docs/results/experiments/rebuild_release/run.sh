@@ -6,7 +6,10 @@
 # candidate: the rebuild's shifted specs and threshold transfers copied here; maps: both sides' member maps on the
 # decision seeds; heldout: both tables; judge: head to head and the rule. TASKS="1 2" by default.
 set -euo pipefail
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../../../../training/run_from_copy.sh
+source "${REBUILD_RELEASE_HERE:-$(dirname "${BASH_SOURCE[0]}")}/../../../../training/run_from_copy.sh"
+run_from_copy REBUILD_RELEASE_HERE "$@"  # bash reads a script while it runs it, and this one runs for an hour
+HERE=$REBUILD_RELEASE_HERE
 REPO=$(cd "$HERE/../../../.." && pwd)
 # shellcheck source=../../../../training/env.sh
 source "$REPO/training/env.sh"
