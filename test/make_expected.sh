@@ -4,7 +4,8 @@
 # Run after changing a spec, the models or anything that changes the numbers; the tests compare against these.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
+# reproduce.sh's interpreter (PY, training/env.sh) first: a checkout without its own .venv (a rebuild's clone) has no other
+PY="${PY:-${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}}"
 for case_dir in test/input/*/; do
   interface="$(basename "$case_dir")"
   out="test/expected_output/$interface"

@@ -96,3 +96,21 @@ def test_fast_mode_agrees_with_faithful_on_the_sample_case(interface):
           f"{int(masks['fast'].sum())} vs {int(masks['faithful'].sum())}; max |P fast - P faithful| {max_diff:.4f}")
     assert agreement >= 0.995
     assert max_diff < 0.05
+
+
+@pytest.mark.parametrize("env_py", ["PY", "PYTHON"])
+def test_make_expected_runs_the_interpreter_it_is_given(tmp_path, env_py):
+    # reproduce.sh's samples step runs it in a rebuild's clone, which has no .venv of its own: the interpreter that
+    # reproduce.sh was given (PY) must run it, not a python3 without the engine's packages
+    (tmp_path / "test" / "input" / "task1").mkdir(parents=True)
+    script = tmp_path / "test" / "make_expected.sh"
+    script.write_text((REPO / "test" / "make_expected.sh").read_text())
+    calls = tmp_path / "calls.txt"
+    fake = tmp_path / "fake-python"
+    # one line per call; an output folder as inference.py makes; reads the metrics' heredoc
+    fake.write_text(f'#!/bin/sh\necho "$1" >> {calls}\nmkdir -p test/expected_output\ncat > /dev/null\n')
+    fake.chmod(0o755)
+    run = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                         env={"PATH": "/usr/bin:/bin", env_py: str(fake)})
+    assert run.returncode == 0, run.stderr
+    assert calls.read_text().split() == ["inference.py", "-"]  # the case folder's inference, then the metrics
