@@ -1,5 +1,5 @@
 """docs/results/experiments/maps_bf16: compare.py on two small hand-made sides (fits, logs, maps), and run.sh's
-phase check. The trial itself runs on the rebuild's members (its README)."""
+phase check. The trial itself runs on the shipped members (its README, amended 2026-12-07)."""
 
 from __future__ import annotations
 
