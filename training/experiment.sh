@@ -19,6 +19,14 @@ exp_has_step() {  # exp_has_step TIMINGS STEP: exit 0 when reproduce.sh's timing
   "$PY" -c 'import json, sys; sys.exit(sys.argv[2] not in json.load(open(sys.argv[1]))["steps"])' "$1" "$2" 2>/dev/null
 }
 
+exp_clone() {  # exp_clone COMMIT DEST: a clone of this repo ($REPO) checked out at COMMIT, once (a resumed run keeps it)
+  local commit; commit=$(git -C "$REPO" rev-parse "$1")
+  if [ -d "$2/.git" ]; then return; fi
+  exp_stamp "cloning $REPO at $commit into $2"
+  git clone -q --no-checkout "$REPO" "$2"
+  git -C "$2" checkout -q "$commit"
+}
+
 exp_unpack() {  # exp_unpack COMMIT DEST PATHS...: files of a commit, once (a release judged against stays as committed)
   local commit=$1 dest=$2; shift 2
   if [ -d "$dest" ]; then return; fi

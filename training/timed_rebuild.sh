@@ -21,11 +21,7 @@ exp_check_phases "$PHASES" $STEPS  # a misspelt phase must fail now, not hours i
 COMMIT=${COMMIT:-HEAD}
 W=${PANTHER_DATA:-/work/data}/exp/$(basename "$HERE")
 CLONE=$W/repo
-if [ ! -d "$CLONE/.git" ]; then
-  exp_stamp "cloning $REPO at $COMMIT into $CLONE"
-  git clone -q "$REPO" "$CLONE"
-  git -C "$CLONE" checkout -q "$(git -C "$REPO" rev-parse "$COMMIT")"
-fi
+exp_clone "$COMMIT" "$CLONE"
 # the clone runs this repo's environment (the same pins); its bulk data goes to $W/data, not to the
 # shipped rebuild's $PANTHER_DATA folders
 export PY=$REPO/.venv/bin/python NNUNET_BIN=$REPO/.venv/bin PANTHER_DATA=$W/data

@@ -22,14 +22,8 @@ exp_check_phases "$PHASES" $STEPS  # a misspelt phase must fail now, not an hour
 DATA=${PANTHER_DATA:-/work/data}
 W=$DATA/exp/maps_bf16
 PY=$REPO/.venv/bin/python  # this repo's environment (the same pins) for the clones too
-commit=$(git -C "$REPO" rev-parse HEAD)
 for side in f32 bf16; do
-  clone=$W/$side/repo
-  if [ ! -d "$clone/.git" ]; then
-    exp_stamp "cloning $REPO at $commit into $clone"
-    git clone -q --no-checkout "$REPO" "$clone"
-    git -C "$clone" checkout -q "$commit"
-  fi
+  exp_clone HEAD "$W/$side/repo"
   mkdir -p "$W/$side/data"
 done
 ln -sfn "$W/f32/data/nnUNet_raw" "$W/bf16/data/nnUNet_raw"  # the same phantoms on both sides, made once
