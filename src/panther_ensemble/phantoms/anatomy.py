@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .geometry import Grid, ellipsoid, field, spline, tube_distance, waves
+from .geometry import Grid, ellipsoid, field, field_bound, organ_box, spline, tube_distance, waves
 from .imaging import Look
 
 
@@ -163,29 +163,48 @@ def bowel(c: Canvas, body: Body) -> None:
 
 
 def solid_organs(c: Canvas, body: Body) -> None:
-    """Liver (with dome and texture), spleen (arterial-phase zebra on Task 1), kidneys, stomach."""
+    """Liver (with dome and texture), spleen (arterial-phase zebra on Task 1), kidneys, stomach.
+
+    Each organ is computed in a box around it (`organ_box`) instead of on the whole grid: every voxel gets the
+    same value as on the whole grid, bit for bit (the pinned phantoms of tests/test_phantoms.py), at a fraction
+    of the cost."""
     g, rng, tab, s, img = c.grid, c.rng, c.tissue, c.s, c.img
-    x, y, z = g.x, g.y, g.z
     cavity = body.cavity
-    liver = ellipsoid(x, y, z, (-68 * s, 2 * s, 60 * s), (88 * s, 80 * s, 95 * s), rng.uniform(-0.2, 0.1))
-    liver += 0.06 * field(waves(rng, 3, 60, 160), x, y, z)
-    liver_m = (liver < 1.0) & cavity & (x < 30 * s)
-    lw = field(waves(rng, 4, 8, 25), x, y, z)
-    img[liver_m] = (tab["liver"] * (1 + 0.03 * lw))[liver_m]
-    spleen = ellipsoid(x, y, z, (98 * s, 42 * s, 55 * s), (32 * s, 48 * s, 55 * s), rng.uniform(-0.6, -0.3))
-    spleen_m = (spleen + 0.08 * field(waves(rng, 3, 40, 90), x, y, z) < 1.0) & cavity
-    zebra = field(waves(rng, 3, 12, 25), x, y, z) if c.look.task == 1 else 0.3 * lw
-    img[spleen_m] = (tab["spleen"] * (1 + 0.08 * zebra))[spleen_m]
+    centre, axes, rot = (-68 * s, 2 * s, 60 * s), (88 * s, 80 * s, 95 * s), rng.uniform(-0.2, 0.1)
+    liver_waves = waves(rng, 3, 60, 160)
+    sl = organ_box(g, centre, axes, 1.0 + 0.06 * field_bound(liver_waves))
+    x, y, z = g.sub(sl)
+    liver = ellipsoid(x, y, z, centre, axes, rot)
+    liver += 0.06 * field(liver_waves, x, y, z)
+    liver_m = (liver < 1.0) & cavity[sl] & (x < 30 * s)
+    texture_waves = waves(rng, 4, 8, 25)  # the liver's texture; on Task 2 the spleen's too
+    lw = field(texture_waves, x, y, z)
+    img[sl][liver_m] = (tab["liver"] * (1 + 0.03 * lw))[liver_m]
+    centre, axes, rot = (98 * s, 42 * s, 55 * s), (32 * s, 48 * s, 55 * s), rng.uniform(-0.6, -0.3)
+    spleen_waves = waves(rng, 3, 40, 90)
+    sl = organ_box(g, centre, axes, 1.0 + 0.08 * field_bound(spleen_waves))
+    x, y, z = g.sub(sl)
+    spleen_m = (ellipsoid(x, y, z, centre, axes, rot) + 0.08 * field(spleen_waves, x, y, z) < 1.0) & cavity[sl]
+    zebra = field(waves(rng, 3, 12, 25), x, y, z) if c.look.task == 1 else 0.3 * field(texture_waves, x, y, z)
+    img[sl][spleen_m] = (tab["spleen"] * (1 + 0.08 * zebra))[spleen_m]
     for side in (-1, 1):
-        centre = (side * 68 * s, 58 * s, (-25 if side < 0 else -12) * s)
-        k = ellipsoid(x, y, z, centre, (27 * s, 24 * s, 55 * s), side * rng.uniform(0.3, 0.6))
-        img[(k < 1.0) & cavity] = tab["kid_cortex"]
-        img[(k < 0.45) & cavity] = tab["kid_medulla"]
-        img[(k < 0.12) & cavity] = tab["fat"]  # sinus
-    st = ellipsoid(x, y, z, (48 * s, -42 * s, 48 * s), (55 * s, 33 * s, 48 * s), rng.uniform(-0.7, -0.4))
-    st += 0.05 * field(waves(rng, 3, 40, 100), x, y, z)
-    img[(st < 1.0) & cavity] = tab["stomach_wall"]
-    img[(st < 0.72) & cavity] = tab["stomach_content"]
+        centre, axes = (side * 68 * s, 58 * s, (-25 if side < 0 else -12) * s), (27 * s, 24 * s, 55 * s)
+        rot = side * rng.uniform(0.3, 0.6)
+        sl = organ_box(g, centre, axes, 1.0)
+        k = ellipsoid(*g.sub(sl), centre, axes, rot)
+        sub, cav = img[sl], cavity[sl]
+        sub[(k < 1.0) & cav] = tab["kid_cortex"]
+        sub[(k < 0.45) & cav] = tab["kid_medulla"]
+        sub[(k < 0.12) & cav] = tab["fat"]  # sinus
+    centre, axes, rot = (48 * s, -42 * s, 48 * s), (55 * s, 33 * s, 48 * s), rng.uniform(-0.7, -0.4)
+    stomach_waves = waves(rng, 3, 40, 100)
+    sl = organ_box(g, centre, axes, 1.0 + 0.05 * field_bound(stomach_waves))
+    x, y, z = g.sub(sl)
+    st = ellipsoid(x, y, z, centre, axes, rot)
+    st += 0.05 * field(stomach_waves, x, y, z)
+    sub, cav = img[sl], cavity[sl]
+    sub[(st < 1.0) & cav] = tab["stomach_wall"]
+    sub[(st < 0.72) & cav] = tab["stomach_content"]
 
 
 def pancreas_centreline(c: Canvas) -> Centreline:
@@ -211,7 +230,7 @@ def vessels(c: Canvas, centre: Centreline) -> None:
     img[smv & (z < 20 * s) & (z > -70 * s)] = tab["portal"]
     normal_off = np.array([0.0, 1.0, 0.2])
     splenic = centre.curve[90:225] + normal_off * (centre.radius[90:225, None] + 5.0)
-    dsv, _ = tube_distance(*g.sub(centre.box), splenic)
+    dsv, _ = tube_distance(*g.sub(centre.box), splenic, within=4.5 * s + 1.0)
     img[centre.box][dsv < 4.5 * s] = tab["portal"]
 
 
@@ -221,18 +240,23 @@ def duodenum(c: Canvas, body: Body) -> None:
     dcp = np.array([[-8, -18, 14], [-44, -14, 6], [-66, 8, -14], [-58, 24, -44], [-24, 28, -58], [10, 24, -54]], float) * s
     dcurve = spline(dcp + rng.normal(0, 3, size=dcp.shape), 160)
     dsl = g.box(dcurve.min(0) - 20, dcurve.max(0) + 20)
-    dd, _ = tube_distance(*g.sub(dsl), dcurve)
-    dsub = c.img[dsl]
     dr = 11.0 * s
+    dd, _ = tube_distance(*g.sub(dsl), dcurve, within=dr + 1.0)
+    dsub = c.img[dsl]
     dsub[(dd < dr) & body.cavity[dsl]] = tab["bowel_wall"]
     dsub[(dd < dr - 2.5) & body.cavity[dsl]] = tab["bowel_content"] * 1.1
 
 
 def pancreas_shape(c: Canvas, centre: Centreline) -> Gland:
-    """Tube around the centreline with a lobulated surface (radius +-12 %)."""
+    """Tube around the centreline with a lobulated surface (radius +-12 %).
+
+    Distances matter only up to the largest lobulated radius plus the 7 mm a tumour may bulge out of the
+    gland (tumour_shape); beyond that the distance is inf and the nearest point a placeholder."""
     px, py, pz = c.grid.sub(centre.box)
-    dist, nearest = tube_distance(px, py, pz, centre.curve)
-    lob = field(waves(c.rng, 6, 9, 22), px, py, pz)
+    lobe_waves = waves(c.rng, 6, 9, 22)
+    reach = float(centre.radius.max()) * (1.0 + 0.12 * field_bound(lobe_waves)) + 7.0 + 2.0
+    dist, nearest = tube_distance(px, py, pz, centre.curve, within=reach)
+    lob = field(lobe_waves, px, py, pz)
     rloc = centre.radius[nearest] * (1.0 + 0.12 * lob)
     return Gland((px, py, pz), dist, rloc, centre.t[nearest], dist < rloc)
 

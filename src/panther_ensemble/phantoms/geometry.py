@@ -128,13 +128,43 @@ def waves(rng: np.random.Generator, n: int, wl_lo: float, wl_hi: float):
 
 
 def field(wave_list, x, y, z):
-    """Sum of the plane waves at (x, y, z), scaled to a standard deviation of about 1."""
-    f = np.zeros(np.broadcast_shapes(np.shape(x), np.shape(y), np.shape(z)))
+    """Sum of the plane waves at (x, y, z), scaled to a standard deviation of about 1.
+
+    Computed in slabs along the first axis so that the temporaries stay in the CPU's cache: every element sees
+    the same operations in the same order as on the whole array, so the values are the same bit for bit."""
+    shape = np.broadcast_shapes(np.shape(x), np.shape(y), np.shape(z))
+    f = np.zeros(shape)
     tot = 0.0
-    for kv, ph, amp in wave_list:
-        f += amp * np.cos(kv[0] * x + kv[1] * y + kv[2] * z + ph)
+    for _, _, amp in wave_list:
         tot += amp * amp
+    if len(shape) == 0 or shape[0] <= 1:
+        slabs = [...]
+    else:
+        step = max(1, _SLAB_ELEMENTS // max(1, int(np.prod(shape[1:]))))
+        slabs = [slice(i, i + step) for i in range(0, shape[0], step)]
+    x, y, z = (np.broadcast_to(v, shape) for v in (x, y, z))
+    for sl in slabs:
+        fs, xs, ys, zs = f[sl], x[sl], y[sl], z[sl]
+        for kv, ph, amp in wave_list:
+            fs += amp * np.cos(kv[0] * xs + kv[1] * ys + kv[2] * zs + ph)
     return f / np.sqrt(tot / 2.0)
+
+
+_SLAB_ELEMENTS = 1 << 16  # float64 temporaries of 512 KiB: within a core's L2
+
+
+def field_bound(wave_list) -> float:
+    """The largest |field(wave_list, ...)| anywhere: the amplitudes' sum over `field`'s normalisation."""
+    amps = np.array([amp for _, _, amp in wave_list], dtype=np.float64)
+    return float(amps.sum() / np.sqrt((amps * amps).sum() / 2.0))
+
+
+def organ_box(grid: Grid, c, ax, level: float) -> tuple[slice, slice, slice]:
+    """Voxel slices covering every point where `ellipsoid(x, y, z, c, ax, rot_z) < level`, for any rot_z: the
+    rotation about z keeps x^2 + y^2, so the larger in-plane semi-axis bounds both x and y."""
+    r = np.sqrt(level) * np.asarray(ax, dtype=np.float64)
+    half = np.array([max(r[0], r[1]), max(r[0], r[1]), r[2]])
+    return grid.box(np.asarray(c, dtype=np.float64) - half, np.asarray(c, dtype=np.float64) + half)
 
 
 def ellipsoid(x, y, z, c, ax, rot_z: float = 0.0):
@@ -157,8 +187,16 @@ def spline(points: np.ndarray, n: int) -> np.ndarray:
     return 0.5 * ((2 * p1) + (-p0 + p2) * u + (2 * p0 - 5 * p1 + 4 * p2 - p3) * u ** 2 + (-p0 + 3 * p1 - 3 * p2 + p3) * u ** 3)
 
 
-def tube_distance(x, y, z, curve: np.ndarray):
-    """Distance (mm) from each point to a sampled curve and the index of the nearest curve sample."""
+def tube_distance(x, y, z, curve: np.ndarray, within: float | None = None):
+    """Distance (mm) from each point to a sampled curve and the index of the nearest curve sample.
+
+    within: only distances below it are needed; points farther get distance inf and index len(curve) - 1
+    (a valid index whose value must not matter). The k-d tree then prunes the far points, and every point
+    within keeps its exact distance and nearest sample."""
     pts = np.stack([x.ravel(), y.ravel(), z.ravel()], axis=1)
-    dist, idx = cKDTree(curve).query(pts)
+    if within is None:
+        dist, idx = cKDTree(curve).query(pts)
+    else:
+        dist, idx = cKDTree(curve).query(pts, distance_upper_bound=float(within))
+        idx = np.minimum(idx, len(curve) - 1)
     return dist.reshape(x.shape), idx.reshape(x.shape)
