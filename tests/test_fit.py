@@ -665,3 +665,63 @@ def test_benchmark_task1_size(tmp_path):
           f"peak RSS {child_rss / 2**30:.2f} GiB; crops {rep['memory']['crops_bytes'] / 2**20:.0f} MiB")
     assert rep["search_space"]["candidates_per_search"] >= 200
     assert child_rss < 8 * 2**30
+
+
+# ----------------------------------------------------------------------------------------------------------
+# how firm the choice is
+# ----------------------------------------------------------------------------------------------------------
+def _two_members(root: Path, swapped: bool, n_common: int = 6) -> Path:
+    """Members A and B, the same on every case but two: on case_000 A is exact and B over-segments; on
+    case_001 (the same ground truth) B is exact and A over-segments when `swapped`, A exact again otherwise."""
+    rng = np.random.default_rng(11)
+    gt, maps = make_case(rng, kinds=("exact", "over"))
+    pairs = [(maps["exact"], maps["over"]), (maps["over"], maps["exact"]) if swapped else (maps["exact"], maps["over"])]
+    for i, (a, b) in enumerate(pairs):
+        write_gt(root / "gt" / f"case_{i:03d}.mha", gt)
+        write_npz(root / "oof" / "A" / f"case_{i:03d}.npz", a)
+        write_npz(root / "oof" / "B" / f"case_{i:03d}.npz", b)
+    for i in range(2, 2 + n_common):
+        gt_i, maps_i = make_case(rng, kinds=("exact",))
+        write_gt(root / "gt" / f"case_{i:03d}.mha", gt_i)
+        for m in ("A", "B"):
+            write_npz(root / "oof" / m / f"case_{i:03d}.npz", maps_i["exact"])
+    return root
+
+
+@pytest.mark.parametrize("swapped", [True, False])
+def test_choice_stability_finds_near_equals_and_only_them(tmp_path, swapped):
+    space = fit.SearchSpace([((1.0, 0.0), None), ((0.0, 1.0), None)], [("argmax", None)], [fit.PP_OFF])
+    ev = fit.Evaluator(load(_two_members(tmp_path, swapped), ["A", "B"], space))
+    everything = list(range(ev.n))
+    sel = crossval.select(ev, space, everything, "mean-rank", fit.DEFAULT_METRIC_WEIGHTS)
+    assert sel.best.cand.weights == (1.0, 0.0)  # swapped: an exact tie on all cases, the first candidate wins
+    stab = crossval.choice_stability(ev, sel, everything, "mean-rank", fit.DEFAULT_METRIC_WEIGHTS, top=2,
+                                     resamples=400, seed=0)
+    assert [c.cand for c in stab] == [sel.best.cand, fit.Candidate((0.0, 1.0))]
+    assert sum(c.share_chosen for c in stab) == pytest.approx(1.0)
+    if swapped:  # B wins the draws with more of case_001 than of case_000: about a third (ties go to A)
+        assert 0.2 < stab[1].share_chosen < 0.5 < stab[0].share_chosen
+    else:  # A is never worse than B on any case: B never wins
+        assert stab[0].share_chosen == 1.0 and stab[1].share_chosen == 0.0
+    again = crossval.choice_stability(ev, sel, everything, "mean-rank", fit.DEFAULT_METRIC_WEIGHTS, top=2,
+                                      resamples=400, seed=0)
+    assert [c.share_chosen for c in again] == [c.share_chosen for c in stab]
+
+
+def test_report_says_how_firm_the_choice_is(tmp_path, capsys):
+    names = ["A", "B"]
+    root = _two_members(tmp_path, swapped=True)
+    out = tmp_path / "out"
+    rc = cli.main(fit_args(root, names, out, "--thresholds", "0.5", "--min-volumes", "off", "--keep-largest", "off",
+                           "--max-distances", "off", "--folds", "2"))
+    assert rc == 0
+    rep = json.loads((out / "report.json").read_text())
+    st = rep["choice_stability"]
+    assert st["resamples"] == crossval.STABILITY_RESAMPLES and st["cases"] == 8
+    assert st["contenders"][0]["label"] == rep["chosen"]["label"]
+    assert 1 < len(st["contenders"]) <= crossval.STABILITY_TOP
+    assert sum(c["share_chosen"] for c in st["contenders"]) == pytest.approx(1.0)
+    md = (out / "report.md").read_text()
+    assert "## How firm the choice is" in md and "(**fitted**)" in md
+    assert ("near-equals" in md) == (st["contenders"][0]["share_chosen"] < 0.5)
+    assert "bootstrap draws" in capsys.readouterr().out

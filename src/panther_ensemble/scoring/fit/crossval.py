@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 OBJECTIVES = ("mean-rank", "weighted")
 DEFAULT_FOLDS = 5
+#: how firm the final choice is: its `STABILITY_TOP` best candidates re-chosen on this many bootstrap draws of the cases
+STABILITY_RESAMPLES = 500
+STABILITY_TOP = 5
 
 
 @dataclass
@@ -78,10 +81,71 @@ def select(ev: Evaluator, space: SearchSpace, case_idx: Sequence[int], objective
     stage_b = [replace(c, pp=p) for c in top for p in space.pp_grid if p != PP_OFF]
     ev.ensure(stage_b, case_idx)
     scored = scored_a + score(stage_b, "B")
-    # an exact tie goes to a never-empty setting (it can only change a case whose mask would be empty, and did
-    # not change one for the worse here), then to the simpler candidate (earlier in the search)
-    best_i = min(range(len(scored)), key=lambda i: (scored[i].key(objective), not scored[i].cand.pp[3], i))
+    best_i = min(range(len(scored)), key=lambda i: choice_order(scored[i], objective, i))
     return Selection(scored[best_i], scored, singles)
+
+
+def choice_order(sc: Scored, objective: str, position: int) -> tuple:
+    """The order in which `select` prefers candidates: the objective; an exact tie goes to a never-empty setting
+    (it can only change a case whose mask would be empty, and did not change one for the worse here), then to
+    the simpler candidate (earlier in the search)."""
+    return (sc.key(objective), not sc.cand.pp[3], position)
+
+
+@dataclass
+class Contender:
+    """One of the final search's best candidates, and how often the same objective would choose it on a
+    bootstrap draw of the cases."""
+
+    cand: Candidate
+    mean_rank: float | None
+    score: float
+    share_chosen: float
+
+
+def choice_stability(ev: Evaluator, sel: Selection, case_idx: Sequence[int], objective: str,
+                     metric_weights: Mapping[str, float], top: int = STABILITY_TOP,
+                     resamples: int = STABILITY_RESAMPLES, seed: int = 0) -> list[Contender]:
+    """How firm a selection's member weights are. Contenders: the `top` best distinct weightings of `sel` (by the
+    objective; the first is its choice), each with the chosen decision and post-processing, so that they differ in
+    the weights only (a weighting that stage B never post-processed is not held back by that). They are chosen
+    among once more on `resamples` draws of the cases with replacement, the same draw for every contender and for
+    the single members the mean rank is taken against (paired), by the same objective and tie-break. A choice that
+    wins a minority of the draws is one of several near-equals: its weights are not a measure of each member's
+    worth. Only these contenders are re-ranked, not the whole search (the cost of a full search per draw)."""
+    names = [m.name for m in ev.data.members]
+    case_idx = list(case_idx)
+    chosen = sel.best.cand
+    order = sorted(range(len(sel.scored)), key=lambda i: choice_order(sel.scored[i], objective, i))
+    weightings: list[tuple] = []
+    for i in order:
+        if sel.scored[i].cand.wd not in weightings:
+            weightings.append(sel.scored[i].cand.wd)
+        if len(weightings) == max(1, top):
+            break
+    contenders = [replace(chosen, weights=w, factors=f) for w, f in weightings]
+    ev.ensure(contenders, case_idx)
+    singles_c = single_candidates(len(names))
+    me = "\x00candidate"
+
+    def scored_on(cases: list[int]) -> list[Scored]:
+        scales = ev.scales(cases)
+        singles = {n: ev.aggregate(c, cases) for n, c in zip(names, singles_c)}
+        out = []
+        for cand in contenders:
+            agg = ev.aggregate(cand, cases)
+            mr = mean_rank_of(me, {**singles, me: agg}) if objective == "mean-rank" else None
+            out.append(Scored(cand, agg, weighted_score(agg, metric_weights, scales), mr, ""))
+        return out
+
+    wins = [0] * len(contenders)
+    rng = np.random.default_rng(seed)
+    for _ in range(resamples):
+        drawn = scored_on([case_idx[j] for j in rng.integers(0, len(case_idx), len(case_idx))])
+        wins[min(range(len(contenders)), key=lambda p: choice_order(drawn[p], objective, p))] += 1
+    on_all = scored_on(case_idx)
+    return [Contender(c, sc.mean_rank, sc.score, wins[p] / resamples if resamples else float("nan"))
+            for p, (c, sc) in enumerate(zip(contenders, on_all))]
 
 
 @dataclass
@@ -105,6 +169,8 @@ class FitResult:
     reference: dict[str, dict]  # name -> aggregate over all cases (single members, equal-weight ensemble)
     n_distinct_candidates: int
     seconds: dict = field(default_factory=dict)
+    stability: list[Contender] = field(default_factory=list)  # the final choice and its closest contenders
+    stability_resamples: int = 0
 
 
 def fold_assignment(n: int, k: int, seed: int) -> list[int]:
@@ -149,10 +215,14 @@ def nested_cv(ev: Evaluator, space: SearchSpace, objective: str = "mean-rank",
     t2 = time.perf_counter()
     final = select(ev, space, everything, objective, metric_weights)
     t_final = time.perf_counter() - t2
+    t3 = time.perf_counter()
+    stability = choice_stability(ev, final, everything, objective, metric_weights, seed=seed)
+    t_stability = time.perf_counter() - t3
     heldout_agg = aggregate({i: dict(zip(CASE_KEYS, row)) for i, row in enumerate(heldout.tolist())})
     reference = {nm: ev.aggregate(c, everything) for nm, c in zip(names, single_candidates(len(names)))}
     eq = equal_candidate(len(names))
     ev.ensure([eq], everything)
     reference["equal-weight ensemble"] = ev.aggregate(eq, everything)
     return FitResult(results, final, heldout, heldout_agg, final.best.agg, reference, len(ev.metrics),
-                     {"stage_a_s": t_a, "outer_folds_s": t_cv, "final_search_s": t_final})
+                     {"stage_a_s": t_a, "outer_folds_s": t_cv, "final_search_s": t_final, "stability_s": t_stability},
+                     stability, STABILITY_RESAMPLES)

@@ -132,6 +132,10 @@ def build_report(ev: Evaluator, res: FitResult, space: SearchSpace, args_info: d
                       "weighted_score": weighted_score(res.insample_agg, mw, scales),
                       "mean_rank_vs_single_members": res.final.best.mean_rank},
         "chosen": _cand_json(res.final.best.cand, names),
+        "choice_stability": {
+            "resamples": res.stability_resamples, "cases": ev.n,
+            "contenders": [{**_cand_json(c.cand, names), "mean_rank_vs_single_members": c.mean_rank,
+                            "weighted_score": c.score, "share_chosen": c.share_chosen} for c in res.stability]},
         "timings_s": timings,
         "work": {**ev.stats, **{f"{k}_s": round(v, 2) for k, v in ev.seconds.items()}},
         "memory": _memory(ev),
@@ -153,7 +157,7 @@ def report_markdown(rep: dict) -> str:
              f"dropped); {rep['candidates_scored']} distinct candidates scored "
              f"({rep['search_space']['candidates_per_search']} per search, {len(rep['folds'])} outer folds + "
              "the final refit).", ""]
-    for section in (_md_held_out, _md_in_sample, _md_chosen, _md_search_space, _md_cost):
+    for section in (_md_held_out, _md_in_sample, _md_chosen, _md_stability, _md_search_space, _md_cost):
         lines += section(rep) + [""]
     lines.append("![trade-off](tradeoff.png)")
     return "\n".join(lines) + "\n"
@@ -199,6 +203,28 @@ def _md_chosen(rep: dict) -> list[str]:
     return lines
 
 
+def _md_stability(rep: dict) -> list[str]:
+    st = rep.get("choice_stability") or {}
+    if not st.get("contenders") or not st.get("resamples"):
+        return []
+    lines = ["## How firm the choice is", "",
+             f"The final search's {len(st['contenders'])} best distinct member weightings, each with the chosen "
+             f"decision and post-processing, and the share of {st['resamples']} bootstrap draws of the "
+             f"{st['cases']} cases (the same draw for all, paired) in which the same objective would choose it "
+             "among them:", "",
+             "| candidate | mean rank | weighted score | chosen in |", "|---|---|---|---|"]
+    for i, c in enumerate(st["contenders"]):
+        mr = "-" if c["mean_rank_vs_single_members"] is None else f"{c['mean_rank_vs_single_members']:.2f}"
+        name = c["label"] + (" (**fitted**)" if i == 0 else "")
+        lines.append(f"| {name} | {mr} | {c['weighted_score']:.4f} | {100 * c['share_chosen']:.0f}% |")
+    share = st["contenders"][0]["share_chosen"]
+    if share < 0.5:
+        lines += ["", f"The fitted candidate wins {100 * share:.0f}% of the draws: it is one of several near-equals "
+                      "on these cases, and its weights are one choice among them, not a measure of each member's "
+                      "worth."]
+    return lines
+
+
 def _md_search_space(rep: dict) -> list[str]:
     s = rep["search_space"]
     ax = s["postprocess_axes"]
@@ -228,7 +254,8 @@ def _md_cost(rep: dict) -> list[str]:
     return ["## Cost", "",
             f"- wall time: {t['total']:.1f} s, CPU time {t.get('cpu', float('nan')):.1f} s (reading and cropping "
             f"{t['load']:.1f} s, stage A {t['stage_a_s']:.1f} s, outer folds {t['outer_folds_s']:.1f} s, final "
-            f"search {t['final_search_s']:.1f} s, report {t.get('report', 0):.1f} s)",
+            f"search {t['final_search_s']:.1f} s, how firm the choice is {t.get('stability_s', 0):.1f} s, report "
+            f"{t.get('report', 0):.1f} s)",
             f"- peak RSS {mem['peak_rss_bytes'] / 2**30:.2f} GiB; crops {mem['crops_bytes'] / 2**20:.1f} MiB "
             f"(boxes {100 * mem['crop_voxel_fraction']:.2f}% of the voxels, live voxels "
             f"{100 * mem['live_voxel_fraction']:.3f}%)",
