@@ -29,6 +29,7 @@ PHANTOMS = "src/panther_ensemble/phantoms"
 
 
 def worker(task: int, seeds: list[int]) -> None:
+    import panther_ensemble
     from panther_ensemble.phantoms.generate import make_phantom
 
     for seed in seeds:
@@ -40,7 +41,7 @@ def worker(task: int, seeds: list[int]) -> None:
         digest.update(ph.label.astype("u1").tobytes())
         digest.update(repr(ph.geometry).encode())
         print(json.dumps({"task": task, "seed": seed, "seconds": round(seconds, 3), "sha256": digest.hexdigest(),
-                          "shape_zyx": list(ph.image.shape)}), flush=True)
+                          "shape_zyx": list(ph.image.shape), "package": panther_ensemble.__file__}), flush=True)
 
 
 def reference_tree(commit: str) -> Path:
@@ -62,7 +63,11 @@ def run_side(src: Path, task: int, seeds: list[int]) -> list[dict]:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(src))
     out = subprocess.run([sys.executable, __file__, "--worker", "--task", str(task), "--seeds", ",".join(map(str, seeds))],
                          check=True, capture_output=True, text=True, env=env).stdout
-    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    for row in rows:  # each side must have imported its own tree, or "identical" would mean nothing
+        if not Path(row.pop("package")).resolve().is_relative_to(src.resolve()):
+            raise SystemExit(f"phantom_speed.py: a worker imported panther_ensemble from outside {src}")
+    return rows
 
 
 def parse(text: str) -> list[tuple[int, list[int]]]:

@@ -35,7 +35,7 @@ def test_field_broadcasts_and_takes_scalars():
     waves = gm.waves(rng, 3, 20, 80)
     x = rng.uniform(-100, 100, size=(1, 1, 50))
     y = rng.uniform(-100, 100, size=(1, 40, 1))
-    z = rng.uniform(-100, 100, size=(30, 1, 1))
+    z = rng.uniform(-100, 100, size=(100, 1, 1))  # 100 x 40 x 50: several slabs
     assert np.array_equal(gm.field(waves, x, y, z), plain_field(waves, x, y, z))
     assert gm.field(waves, 1.0, 2.0, 3.0) == plain_field(waves, 1.0, 2.0, 3.0)
 
@@ -61,7 +61,7 @@ def test_tube_distance_within_reach_is_exact():
     near = full_d < 12.0
     assert 0 < near.sum() < near.size
     assert np.array_equal(d[near], full_d[near]) and np.array_equal(i[near], full_i[near])
-    assert np.isinf(d[~near]).all() and (i >= 0).all() and (i < len(curve)).all()
+    assert np.isinf(d[~near]).all() and (i[~near] == len(curve) - 1).all()
     assert np.array_equal(full_d, cKDTree(curve).query(np.stack([x.ravel(), y.ravel(), z.ravel()], 1))[0].reshape(x.shape))
 
 
@@ -83,3 +83,27 @@ def test_organ_box_holds_the_whole_ellipsoid_for_any_rotation(direction):
         boxed[sl] = True
         assert not (inside & ~boxed).any()
         assert boxed.sum() < boxed.size or inside.sum() > 0.2 * boxed.size  # a box, not the whole grid
+
+
+def test_a_forced_tumour_voxel_beyond_the_reach_gets_its_exact_centreline_point():
+    """tumour_shape's fallback (a tumour lost to rounding) forces one voxel; if it lies beyond pancreas_shape's
+    reach, its distance and position along the centreline are measured exactly (the tumour's intensity there
+    follows the pancreas base at that position)."""
+    from types import SimpleNamespace
+
+    from panther_ensemble.phantoms.anatomy import Centreline, Gland, tumour_shape
+
+    curve = gm.spline(np.array([[-30.0, 0, 0], [0, 5, 0], [30, 0, 5]]), 120)
+    t = np.linspace(0, 1, len(curve))
+    centre = Centreline(curve, t, np.full(len(curve), 0.01), (slice(None),) * 3)  # a hair-thin gland: nothing grows
+    xs = np.meshgrid(np.linspace(-40, 40, 9), np.linspace(-20, 20, 5), np.linspace(-10, 10, 3), indexing="ij")
+    coords = tuple(v.transpose(2, 1, 0).copy() for v in xs)  # (z, y, x)
+    far = np.full(coords[0].shape, np.inf)  # every voxel beyond the reach, as tube_distance(within=) leaves it
+    gland = Gland(coords, far.copy(), np.full(far.shape, 0.01), np.full(far.shape, 0.5), np.zeros(far.shape, bool))
+    tum = tumour_shape(SimpleNamespace(rng=np.random.default_rng(0)), centre, gland)
+    forced = np.argwhere(tum.mask)
+    assert len(forced) == 1  # the fallback ran
+    k = tuple(forced[0])
+    exact_d, exact_i = cKDTree(curve).query([[coords[0][k], coords[1][k], coords[2][k]]])
+    assert gland.dist[k] == exact_d[0] and gland.t[k] == t[exact_i[0]]
+    assert np.isinf(np.delete(gland.dist.ravel(), np.ravel_multi_index(k, far.shape))).all()  # the rest untouched

@@ -271,7 +271,11 @@ def _print_summary(ev: Evaluator, res, objective: str, names: list[str], rep: di
     print(f"chosen: {res.final.best.cand.label(names)}")
     if res.stability and res.stability_resamples:
         print(f"chosen in {100 * res.stability[0].share_chosen:.0f}% of {res.stability_resamples} bootstrap draws of "
-              f"the cases among the search's {len(res.stability)} best (report.md: how firm the choice is)")
+              f"the cases among the search's {len(res.stability)} best weightings (report.md: how firm the choice is)")
+        best = rep["choice_stability"]["best_on_all_cases"]
+        if best:
+            print(f"note: {res.stability[best].cand.label(names)} scores better on all cases than the fitted "
+                  "candidate: stage B never post-processed that weighting (see report.md)")
     print(f"{'entry':<34} {'Dice':>7} {'sDice5':>7} {'HD95':>7} {'MASD':>6} {'RMSE':>8}")
     rows = [("fitted, held-out", res.heldout_agg), ("fitted, in-sample", res.insample_agg),
             *res.reference.items()]

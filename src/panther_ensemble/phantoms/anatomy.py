@@ -296,7 +296,13 @@ def tumour_shape(c: Canvas, centre: Centreline, gland: Gland) -> Tumour:
     grown = gland.dist < gland.rloc + (rng.uniform(3.0, 7.0) if edge else 1.5)
     tum = (tf < 1.0) & grown
     if not tum.any():  # tiny tumour lost to rounding: force the nearest voxel
-        tum[np.unravel_index(np.argmin(tf), tf.shape)] = True
+        forced = np.unravel_index(np.argmin(tf), tf.shape)
+        tum[forced] = True
+        if not np.isfinite(gland.dist[forced]):
+            # beyond pancreas_shape's reach its nearest centreline point is a placeholder, and the tumour's
+            # intensity there follows the pancreas base at that point (paint_pancreas): measure it exactly
+            d, i = tube_distance(*(np.array([v[forced]]) for v in gland.coords), curve)
+            gland.dist[forced], gland.t[forced] = d[0], centre.t[i[0]]
     return Tumour(tum, tf, t0, diam, n_lobes, head_case, edge)
 
 

@@ -118,9 +118,11 @@ def choice_stability(ev: Evaluator, sel: Selection, case_idx: Sequence[int], obj
     chosen = sel.best.cand
     order = sorted(range(len(sel.scored)), key=lambda i: choice_order(sel.scored[i], objective, i))
     weightings: list[tuple] = []
+    first_at: list[int] = []  # where each weighting first comes in the search: select's tie-break among them
     for i in order:
         if sel.scored[i].cand.wd not in weightings:
             weightings.append(sel.scored[i].cand.wd)
+            first_at.append(i)
         if len(weightings) == max(1, top):
             break
     contenders = [replace(chosen, weights=w, factors=f) for w, f in weightings]
@@ -142,10 +144,18 @@ def choice_stability(ev: Evaluator, sel: Selection, case_idx: Sequence[int], obj
     rng = np.random.default_rng(seed)
     for _ in range(resamples):
         drawn = scored_on([case_idx[j] for j in rng.integers(0, len(case_idx), len(case_idx))])
-        wins[min(range(len(contenders)), key=lambda p: choice_order(drawn[p], objective, p))] += 1
+        wins[min(range(len(contenders)), key=lambda p: choice_order(drawn[p], objective, first_at[p]))] += 1
     on_all = scored_on(case_idx)
     return [Contender(c, sc.mean_rank, sc.score, wins[p] / resamples if resamples else float("nan"))
             for p, (c, sc) in enumerate(zip(contenders, on_all))]
+
+
+def best_contender_on_all(stability: Sequence[Contender], objective: str) -> int:
+    """Which contender the objective prefers on all the cases (0: the choice itself). Another one means that a
+    weighting the search ranked lower does better with the chosen decision and post-processing, a pair that
+    stage B never scored (it post-processes only the top_k of stage A)."""
+    keys = [(Scored(c.cand, {}, c.score, c.mean_rank, "").key(objective), p) for p, c in enumerate(stability)]
+    return min(keys)[1] if keys else 0
 
 
 @dataclass
@@ -216,7 +226,8 @@ def nested_cv(ev: Evaluator, space: SearchSpace, objective: str = "mean-rank",
     final = select(ev, space, everything, objective, metric_weights)
     t_final = time.perf_counter() - t2
     t3 = time.perf_counter()
-    stability = choice_stability(ev, final, everything, objective, metric_weights, seed=seed)
+    resamples = STABILITY_RESAMPLES
+    stability = choice_stability(ev, final, everything, objective, metric_weights, resamples=resamples, seed=seed)
     t_stability = time.perf_counter() - t3
     heldout_agg = aggregate({i: dict(zip(CASE_KEYS, row)) for i, row in enumerate(heldout.tolist())})
     reference = {nm: ev.aggregate(c, everything) for nm, c in zip(names, single_candidates(len(names)))}
@@ -225,4 +236,4 @@ def nested_cv(ev: Evaluator, space: SearchSpace, objective: str = "mean-rank",
     reference["equal-weight ensemble"] = ev.aggregate(eq, everything)
     return FitResult(results, final, heldout, heldout_agg, final.best.agg, reference, len(ev.metrics),
                      {"stage_a_s": t_a, "outer_folds_s": t_cv, "final_search_s": t_final, "stability_s": t_stability},
-                     stability, STABILITY_RESAMPLES)
+                     stability, resamples)

@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 from ...spec import load_spec, parse_spec
 from ..leaderboard import mean_rank_of, rank_table
 from ..metrics import AGGREGATE_KEYS
-from .crossval import FitResult
+from .crossval import FitResult, best_contender_on_all
 from .evaluator import Evaluator, weighted_score
 from .plots import plot_tradeoff
 from .space import PP_FIELDS, Candidate, SearchSpace, pp_label
@@ -134,6 +134,7 @@ def build_report(ev: Evaluator, res: FitResult, space: SearchSpace, args_info: d
         "chosen": _cand_json(res.final.best.cand, names),
         "choice_stability": {
             "resamples": res.stability_resamples, "cases": ev.n,
+            "best_on_all_cases": best_contender_on_all(res.stability, args_info["objective"]),
             "contenders": [{**_cand_json(c.cand, names), "mean_rank_vs_single_members": c.mean_rank,
                             "weighted_score": c.score, "share_chosen": c.share_chosen} for c in res.stability]},
         "timings_s": timings,
@@ -218,7 +219,13 @@ def _md_stability(rep: dict) -> list[str]:
         name = c["label"] + (" (**fitted**)" if i == 0 else "")
         lines.append(f"| {name} | {mr} | {c['weighted_score']:.4f} | {100 * c['share_chosen']:.0f}% |")
     share = st["contenders"][0]["share_chosen"]
-    if share < 0.5:
+    best = st.get("best_on_all_cases", 0)
+    if best:
+        lines += ["", f"With the chosen decision and post-processing, {st['contenders'][best]['label']} scores better "
+                      "than the fitted candidate on all the cases: stage B post-processes only the best "
+                      f"{rep['search_space']['top_k']} of stage A and never scored that pair (a larger `--top-k` "
+                      "searches it)."]
+    elif share < 0.5:
         lines += ["", f"The fitted candidate wins {100 * share:.0f}% of the draws: it is one of several near-equals "
                       "on these cases, and its weights are one choice among them, not a measure of each member's "
                       "worth."]
