@@ -64,15 +64,9 @@ def select(ev: Evaluator, space: SearchSpace, case_idx: Sequence[int], objective
     ev.ensure(stage_a + singles_c, case_idx)
     scales = ev.scales(case_idx)
     singles = {n: ev.aggregate(c, case_idx) for n, c in zip(names, singles_c)}
-    me = "\x00candidate"
 
     def score(cands: list[Candidate], stage: str) -> list[Scored]:
-        out = []
-        for c in cands:
-            agg = ev.aggregate(c, case_idx)
-            mr = mean_rank_of(me, {**singles, me: agg}) if objective == "mean-rank" else None
-            out.append(Scored(c, agg, weighted_score(agg, metric_weights, scales), mr, stage))
-        return out
+        return score_on(ev, cands, case_idx, singles, scales, objective, metric_weights, stage)
 
     scored_a = score(stage_a, "A")
     order = sorted(range(len(scored_a)), key=lambda i: (scored_a[i].key(objective), i))
@@ -83,6 +77,20 @@ def select(ev: Evaluator, space: SearchSpace, case_idx: Sequence[int], objective
     scored = scored_a + score(stage_b, "B")
     best_i = min(range(len(scored)), key=lambda i: choice_order(scored[i], objective, i))
     return Selection(scored[best_i], scored, singles)
+
+
+def score_on(ev: Evaluator, cands: Sequence[Candidate], case_idx: Sequence[int], singles: Mapping[str, dict],
+             scales: tuple[float, float], objective: str, metric_weights: Mapping[str, float],
+             stage: str = "") -> list[Scored]:
+    """Each candidate's aggregate on these cases, weighted score and (mean-rank) its mean rank against the single
+    members' aggregates on the same cases (`singles`)."""
+    me = "\x00candidate"
+    out = []
+    for c in cands:
+        agg = ev.aggregate(c, case_idx)
+        mr = mean_rank_of(me, {**singles, me: agg}) if objective == "mean-rank" else None
+        out.append(Scored(c, agg, weighted_score(agg, metric_weights, scales), mr, stage))
+    return out
 
 
 def choice_order(sc: Scored, objective: str, position: int) -> tuple:
@@ -128,17 +136,10 @@ def choice_stability(ev: Evaluator, sel: Selection, case_idx: Sequence[int], obj
     contenders = [replace(chosen, weights=w, factors=f) for w, f in weightings]
     ev.ensure(contenders, case_idx)
     singles_c = single_candidates(len(names))
-    me = "\x00candidate"
 
     def scored_on(cases: list[int]) -> list[Scored]:
-        scales = ev.scales(cases)
         singles = {n: ev.aggregate(c, cases) for n, c in zip(names, singles_c)}
-        out = []
-        for cand in contenders:
-            agg = ev.aggregate(cand, cases)
-            mr = mean_rank_of(me, {**singles, me: agg}) if objective == "mean-rank" else None
-            out.append(Scored(cand, agg, weighted_score(agg, metric_weights, scales), mr, ""))
-        return out
+        return score_on(ev, contenders, cases, singles, ev.scales(cases), objective, metric_weights)
 
     wins = [0] * len(contenders)
     rng = np.random.default_rng(seed)
