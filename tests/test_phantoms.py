@@ -265,9 +265,11 @@ def test_threshold_baselines_report(t1, monkeypatch):
     """Both baselines in one report; the in-pancreas one is the threshold the earlier versions fitted."""
     from panther_ensemble.phantoms import baseline as B
     calls = []
-    monkeypatch.setattr(B, "load_case", lambda task, seed, d=None: calls.append((seed, d)) or (t1.image, t1.label))
-    res = phantoms.threshold_baselines(1, [7], [7, 8], dataset_dir="somewhere")
-    assert calls == [(7, "somewhere"), (7, None), (8, None)]  # test phantoms are always regenerated
+    monkeypatch.setattr(B, "load_case", lambda task, seed, dataset_dir=None, heldout_dir=None:
+                        calls.append((seed, dataset_dir, heldout_dir)) or (t1.image, t1.label))
+    res = phantoms.threshold_baselines(1, [7], [7, 8], dataset_dir="somewhere", heldout_dir="there")
+    # training phantoms from the raw dataset, test phantoms from the held-out folder (each regenerated if absent)
+    assert calls == [(7, "somewhere", None), (7, None, "there"), (8, None, "there")]
     assert res["task"] == 1 and res["train_seeds"] == "7" and res["test_seeds"] == "7,8"
     assert set(res["whole_body"]) == {"normalisation", "one_sided", "band"}
     for r in (res["whole_body"]["one_sided"], res["whole_body"]["band"], res["in_pancreas"]):
@@ -276,6 +278,31 @@ def test_threshold_baselines_report(t1, monkeypatch):
     thr = res["in_pancreas"]["threshold"]
     assert res["in_pancreas"]["train_dice"] == pytest.approx(mask_dice(v < thr, t))
     assert all(mask_dice(v < c, t) <= mask_dice(v < thr, t) for c in np.linspace(0.5, 1.5, 101))
+
+
+def test_baseline_reads_the_same_phantoms_it_would_regenerate(tmp_path):
+    """load_case's three sources give the same arrays: an nnU-Net raw dataset, a held-out work folder as
+    training/evaluate_heldout.py writes it, and the generator; a folder without the case, or with its label only
+    (a stopped write), regenerates it."""
+    import SimpleITK as sitk
+    from panther_ensemble.phantoms import baseline as B
+    task, seed = 2, 1103
+    ph = phantoms.make_phantom(task, seed)
+    raw = phantoms.write_nnunet_dataset(tmp_path / "raw", task, [seed], 902, "PhantomT2")
+    image, label = phantoms.generate_phantom(task, seed)
+    held = tmp_path / "heldout"
+    for img, folder in ((label, "gt"), (image, "images")):
+        (held / folder).mkdir(parents=True)
+        sitk.WriteImage(img, str(held / folder / f"{B.heldout_case_name(task, seed)}.mha"), True)
+    for kwargs in ({"dataset_dir": raw}, {"heldout_dir": held}, {"heldout_dir": tmp_path / "empty"}, {}):
+        img, lab = B.load_case(task, seed, **kwargs)
+        assert np.array_equal(img, ph.image) and img.dtype == ph.image.dtype and np.array_equal(lab, ph.label), kwargs
+    # a different image where the folder holds one proves it was read, not regenerated
+    other = sitk.GetImageFromArray(np.zeros_like(ph.image))
+    sitk.WriteImage(other, str(held / "images" / f"{B.heldout_case_name(task, seed)}.mha"))
+    assert not B.load_case(task, seed, heldout_dir=held)[0].any()
+    (held / "images" / f"{B.heldout_case_name(task, seed)}.mha").unlink()  # label only: regenerated
+    assert np.array_equal(B.load_case(task, seed, heldout_dir=held)[0], ph.image)
 
 
 def test_command_line(tmp_path, monkeypatch, capsys):
@@ -296,8 +323,8 @@ def test_command_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(phantoms, "threshold_baselines", lambda *a: seen.append(a) or fake)
     out = tmp_path / "b.json"
     assert main(["phantom", "baseline", "--task", "2", "--train-seeds", "0-2", "--test-seeds", "5",
-                 "--dataset-dir", "ds", "--json", str(out)]) == 0
-    assert seen == [(2, [0, 1, 2], [5], "ds")] and json.loads(out.read_text()) == fake
+                 "--dataset-dir", "ds", "--heldout-dir", "ho", "--json", str(out)]) == 0
+    assert seen == [(2, [0, 1, 2], [5], "ds", "ho")] and json.loads(out.read_text()) == fake
     captured = capsys.readouterr()
     assert json.loads(captured.out) == fake
     assert "whole body, band" in captured.err and "test 0.040" in captured.err

@@ -245,6 +245,20 @@ def test_two_fold_splits_are_the_sorted_halves_and_predict_oof_uses_them_without
     assert [line.split(":")[0] for line in run.stdout.splitlines() if line.startswith("fold")] == [
         "fold 0 p_0", "fold 0 p_1", "fold 1 p_2", "fold 1 p_3", "fold 1 p_4"]
 
+    # one fold (reproduce.sh runs one process per fold, side by side): its cases only, once more after a retrain
+    (model / "fold_1" / "checkpoint_final.pth").touch()
+    one = subprocess.run([sys.executable, str(REPO / "training" / "predict_oof.py"), "--model", str(model),
+                          "--raw", str(raw), "--out", str(tmp_path / "oof"), "--folds", "1", "--threads", "1"],
+                         capture_output=True, text=True, timeout=600,
+                         env=dict(os.environ, nnUNet_preprocessed=str(tmp_path / "no_plan_step")))
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert [line.split(":")[0] for line in one.stdout.splitlines() if line.startswith("fold")] == [
+        "fold 1 p_2", "fold 1 p_3", "fold 1 p_4"]
+    bad = subprocess.run([sys.executable, str(REPO / "training" / "predict_oof.py"), "--model", str(model),
+                          "--raw", str(raw), "--out", str(tmp_path / "oof"), "--folds", "2"], capture_output=True,
+                         text=True, timeout=600, env=dict(os.environ, nnUNet_preprocessed=str(tmp_path / "no_plan_step")))
+    assert bad.returncode == 2 and "--folds 2: the splits have folds 0-1" in bad.stderr
+
 
 @pytest.mark.parametrize("models,steps,message", [
     ("shipped", ["data", "train", "oof"], "step 'train' builds models"),
@@ -274,12 +288,12 @@ def _recorded_calls(tmp_path: Path, tasks: str, *steps: str, nnunet: bool = Fals
     (NNUNET_BIN) are stand-ins too, recorded with their name first."""
     calls = tmp_path / "calls.txt"
     fake = tmp_path / "python"
-    fake.write_text(f'#!/bin/sh\necho "$@" "OMP_NUM_THREADS=$OMP_NUM_THREADS" >> {calls}\n')
+    fake.write_text(f'#!/bin/sh\necho "$@" "nnUNet_n_proc_DA=$nnUNet_n_proc_DA" "OMP_NUM_THREADS=$OMP_NUM_THREADS" >> {calls}\n')
     fake.chmod(0o755)
     env = dict(os.environ, TASKS=tasks, PY=str(fake), PANTHER_DATA=str(tmp_path / "data"), TMPDIR=str(tmp_path))
     if nnunet:
         bin_dir = tmp_path / "bin"
-        for name in ("nnUNetv2_plan_and_preprocess", "nnUNetv2_preprocess"):
+        for name in ("nnUNetv2_plan_and_preprocess", "nnUNetv2_preprocess", "panther-ensemble"):
             write_script(bin_dir / name, f'#!/bin/sh\necho "{name} $@" >> {calls}\n')
         env["NNUNET_BIN"] = str(bin_dir)
     run = subprocess.run(["bash", str(REPO / "training" / "reproduce.sh"), *steps], capture_output=True, text=True,
@@ -323,6 +337,47 @@ def test_reproduce_pretrains_on_every_core_and_trains_folds_on_one_each(tmp_path
     assert len(pretrain) == 2 and len(folds) == 6  # two stages; 3 members x 2 folds
     assert {c[-1] for c in pretrain} == {f"OMP_NUM_THREADS={len(os.sched_getaffinity(0))}"}
     assert {c[-1] for c in folds} == {"OMP_NUM_THREADS=1"}  # two folds side by side: one core each
+
+
+def test_reproduce_trains_specialists_with_augmentation_in_process_on_the_cpu_only(tmp_path):
+    calls, _ = _recorded_calls(tmp_path, "1", "pretrain", "train")
+    training = [c for c in calls if "train_specialist.py" in c[0]]
+    folds = [c for c in training if _arg(c, "--dataset") == "901"]
+    pretrain = [c for c in training if _arg(c, "--dataset") == "903"]
+    assert len(folds) == 6 and {c[-2] for c in folds} == {"nnUNet_n_proc_DA=0"}
+    assert {c[-2] for c in pretrain} == {f"nnUNet_n_proc_DA={os.environ.get('nnUNet_n_proc_DA', '2')}"}  # env.sh's
+    (tmp_path / "gpu").mkdir()  # on a GPU the workers stay (env.sh's value, or the caller's)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DEVICE", "cuda")
+        mp.setenv("nnUNet_n_proc_DA", "12")
+        gpu, _ = _recorded_calls(tmp_path / "gpu", "1", "train")
+    assert {c[-2] for c in gpu if "train_specialist.py" in c[0]} == {"nnUNet_n_proc_DA=12"}
+
+
+def test_reproduce_baselines_read_the_heldout_phantoms_and_run_the_tasks_side_by_side(tmp_path):
+    calls, log = _recorded_calls(tmp_path, "1 2", "baseline", nnunet=True)
+    base = [c for c in calls if c[0] == "panther-ensemble"]
+    assert sorted(_arg(c, "--task") for c in base) == ["1", "2"]
+    data = tmp_path / "data"
+    for c in base:
+        t = _arg(c, "--task")
+        assert _arg(c, "--heldout-dir") == f"{data}/heldout/task{t}" and _arg(c, "--test-seeds") == "1100-1119"
+        assert _arg(c, "--dataset-dir").endswith(f"nnUNet_raw/Dataset90{t}_PhantomT{t}")
+    assert log.count("threshold baselines, Task") == 2
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_reproduce_oof_runs_the_two_folds_side_by_side_on_the_cpu(tmp_path, device):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DEVICE", device)
+        calls, _ = _recorded_calls(tmp_path, "2", "oof")
+    oof = [c for c in calls if "predict_oof.py" in c[0]]
+    if device == "cpu":
+        assert len(oof) == 6  # 3 members x 2 folds, one process each
+        assert sorted(_arg(c, "--folds") for c in oof) == ["0", "0", "0", "1", "1", "1"]
+        assert {_arg(c, "--threads") for c in oof} == {str(max(1, len(os.sched_getaffinity(0)) // 2))}
+    else:  # one process per member, every fold, as before
+        assert len(oof) == 3 and all(_arg(c, "--folds") is None for c in oof)
 
 
 def test_reproduce_seed_writes_each_shipped_fold_once_and_before_training(tmp_path):
@@ -572,7 +627,7 @@ def test_experiments_train_a_fold_with_reproduce_s_train_arguments(tmp_path):
                    and _arg(c, "--plans") == "nnUNetPlansPhantomIso")
     recorded = tmp_path / "exp_calls.txt"
     fake = tmp_path / "python_exp"
-    fake.write_text(f'#!/bin/sh\necho "$@" "OMP_NUM_THREADS=$OMP_NUM_THREADS" >> {recorded}\n')
+    fake.write_text(f'#!/bin/sh\necho "$@" "nnUNet_n_proc_DA=$nnUNet_n_proc_DA" "OMP_NUM_THREADS=$OMP_NUM_THREADS" >> {recorded}\n')
     fake.chmod(0o755)
     script = (f'PY={fake}; REPO={REPO}; source {REPO}/training/experiment.sh; '
               f'exp_train_fold {tmp_path}/runs 901 nnUNetTrainerPhantom nnUNetPlansPhantomIso 1 84 {tmp_path}/log '
@@ -583,10 +638,10 @@ def test_experiments_train_a_fold_with_reproduce_s_train_arguments(tmp_path):
 
     def options(call: list[str], drop: set[str]) -> dict[str, str]:
         out, i = {}, 1
-        while i < len(call) - 1:  # the last item is OMP_NUM_THREADS=N
+        while i < len(call) - 2:  # the last two items are nnUNet_n_proc_DA=N OMP_NUM_THREADS=N
             flag = call[i]
             assert flag.startswith("--"), call
-            if i + 1 < len(call) - 1 and not call[i + 1].startswith("--"):
+            if i + 1 < len(call) - 2 and not call[i + 1].startswith("--"):
                 value, i = call[i + 1], i + 2
             else:
                 value, i = "", i + 1
@@ -600,7 +655,8 @@ def test_experiments_train_a_fold_with_reproduce_s_train_arguments(tmp_path):
     theirs.pop("--epochs")  # the shipped schedule, tested in test_collapse.py
     assert theirs.pop("--cpu-autocast") == "auto"
     assert mine == theirs, (experiment, shipped)
-    assert experiment[0].endswith("training/train_specialist.py") and experiment[-1] == "OMP_NUM_THREADS=1"
+    assert experiment[0].endswith("training/train_specialist.py")
+    assert experiment[-2:] == shipped[-2:] == ["nnUNet_n_proc_DA=0", "OMP_NUM_THREADS=1"]
 
 
 def test_run_from_copy_runs_the_script_as_it_was_and_leaves_no_copy(tmp_path):

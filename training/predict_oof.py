@@ -36,6 +36,10 @@ def main() -> int:
                         "plan step has not run, e.g. for the shipped models on a fresh machine, the same two folds "
                         "computed from the raw dataset)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--folds", type=int, nargs="+", default=None,
+                   help="only these folds (default: every fold of the splits); reproduce.sh runs one process per fold")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads of the forward passes (default: every CPU this process may use)")
     a = p.parse_args()
 
     from panther_ensemble import Ensemble
@@ -49,7 +53,11 @@ def main() -> int:
         splits = json.loads(splits_path.read_text())
     ending = json.loads((a.raw / "dataset.json").read_text())["file_ending"]
     a.out.mkdir(parents=True, exist_ok=True)
+    if a.folds is not None and not set(a.folds) <= set(range(len(splits))):
+        p.error(f"--folds {' '.join(map(str, a.folds))}: the splits have folds 0-{len(splits) - 1}")
     for fold, split in enumerate(splits):
+        if a.folds is not None and fold not in a.folds:
+            continue
         # a map older than its fold's checkpoint came from an earlier training of that fold (a longer
         # schedule, a retrain): predict it again
         checkpoint = a.model / f"fold_{fold}" / "checkpoint_final.pth"
@@ -60,7 +68,7 @@ def main() -> int:
                 "members": [{"name": "oof", "model": a.model.name, "folds": [fold], "mirroring": False,
                              "resampling": "fast"}],
                 "decision": {"rule": "argmax"}, "description": f"out-of-fold maps of {a.model.name} fold {fold}"}
-        ensemble = Ensemble.from_spec(spec, a.model.parent, device=a.device)
+        ensemble = Ensemble.from_spec(spec, a.model.parent, device=a.device, threads=a.threads)
         for case in todo:
             started = time.perf_counter()
             result = ensemble.segment(a.raw / "imagesTr" / f"{case}_0000{ending}", probabilities=True)

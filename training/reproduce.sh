@@ -71,6 +71,12 @@ T_CPU_AUTOCAST=${T_CPU_AUTOCAST:-auto}
 T_CHANNELS_LAST=${T_CHANNELS_LAST:-on}
 P_CPU_AUTOCAST=${P_CPU_AUTOCAST:-${TRAIN_CPU_AUTOCAST:-auto}}
 P_CHANNELS_LAST=${P_CHANNELS_LAST:-${TRAIN_CHANNELS_LAST:-on}}
+# where the specialists' augmentation runs (nnU-Net's nnUNet_n_proc_DA): on the CPU in each training process (0:
+# nnU-Net's SingleThreadedAugmenter, the same transforms), because the two folds side by side already keep every core
+# busy and worker processes cost more CPU than the augmentation itself (1.08x faster epochs from the pre-trained
+# network, 1.23x from a fresh one; bench/results/training-loader*.json); elsewhere env.sh's workers, so that a GPU
+# does not wait for its batches. Pre-training (one process on every core) keeps the workers.
+if [ "$DEVICE" = cpu ]; then T_N_PROC_DA=${T_N_PROC_DA:-0}; else T_N_PROC_DA=${T_N_PROC_DA:-$nnUNet_n_proc_DA}; fi
 MODELS=${MODELS:-trained}   # trained: the members in $nnUNet_results; shipped: the members in model_weights/
 ORDER="data plan pretrain seed train oof export fit shift heldout baseline samples"
 ALL=${ORDER/ seed/}          # the rebuild from an empty folder: every step but seed
@@ -247,7 +253,7 @@ step_train() {
       pids=()
       for f in 0 1; do  # the two folds side by side: on 2 cores this beats one run at a time
         stamp "Task $t $m fold $f"
-        learn "$LOGS/train_t${t}_${m}_f$f.log" tumor=0.1 --dataset "90$t" --trainer "${TRAINER[$m]}" \
+        nnUNet_n_proc_DA=$T_N_PROC_DA learn "$LOGS/train_t${t}_${m}_f$f.log" tumor=0.1 --dataset "90$t" --trainer "${TRAINER[$m]}" \
           --plans "${PLANS[$m]}" --fold "$f" --epochs "${T_EPOCHS_OF[$t]}" --lr "$T_LR" --tumour-ce-weight "$T_TUMOUR_W" \
           --cpu-autocast "$T_CPU_AUTOCAST" --channels-last "$T_CHANNELS_LAST" --pretrained "$PRE" --skip-validation &
         pids+=($!)
@@ -258,12 +264,25 @@ step_train() {
 }
 
 step_oof() {
-  local t m
+  local t m f pids threads
+  # on the CPU the two folds side by side, the cores shared: 1.28x (Task 1) and 1.14x (Task 2) the cases per
+  # minute of one process on both cores, the same maps to 2e-6 (bench/results/inference-split-task*.json)
+  threads=$(( $(cores) / 2 )); (( threads >= 1 )) || threads=1
   for t in $TASKS; do
     for m in $MEMBERS; do
       stamp "out-of-fold maps: Task $t $m"
-      "$PY" "$HERE/predict_oof.py" --model "$(model_dir "$t" "$m")" --raw "$nnUNet_raw/${DS[$t]}" \
-        --device "$DEVICE" --out "$PANTHER_DATA/oof/${DS[$t]}/$m" >> "$LOGS/oof_t${t}_$m.log" 2>&1
+      if [ "$DEVICE" != cpu ]; then
+        "$PY" "$HERE/predict_oof.py" --model "$(model_dir "$t" "$m")" --raw "$nnUNet_raw/${DS[$t]}" \
+          --device "$DEVICE" --out "$PANTHER_DATA/oof/${DS[$t]}/$m" >> "$LOGS/oof_t${t}_$m.log" 2>&1
+        continue
+      fi
+      pids=()
+      for f in 0 1; do
+        "$PY" "$HERE/predict_oof.py" --model "$(model_dir "$t" "$m")" --raw "$nnUNet_raw/${DS[$t]}" --folds "$f" \
+          --threads "$threads" --device "$DEVICE" --out "$PANTHER_DATA/oof/${DS[$t]}/$m" >> "$LOGS/oof_t${t}_${m}_f$f.log" 2>&1 &
+        pids+=($!)
+      done
+      wait_all "${pids[@]}"
     done
   done
 }
@@ -348,12 +367,15 @@ step_heldout() {
 }
 
 step_baseline() {
-  local t
-  for t in $TASKS; do
-    stamp "threshold baselines, Task $t"
+  local t pids=()
+  for t in $TASKS; do  # the tasks side by side (one core each); the phantoms read where the data and heldout steps
+    stamp "threshold baselines, Task $t"  # wrote them (regenerated where they did not: the same arrays)
     "$PE" phantom baseline --task "$t" --train-seeds 0-59 --test-seeds "$HELDOUT_SEEDS" \
-      --dataset-dir "$nnUNet_raw/${DS[$t]}" --json "$HERE/baseline_t$t.json" > /dev/null
+      --dataset-dir "$nnUNet_raw/${DS[$t]}" --heldout-dir "$PANTHER_DATA/heldout/task$t" \
+      --json "$HERE/baseline_t$t.json" > /dev/null &
+    pids+=($!)
   done
+  wait_all "${pids[@]}"
 }
 
 step_samples() {

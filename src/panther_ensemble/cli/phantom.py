@@ -53,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset-dir", default=None, metavar="DIR",
                    help="an nnU-Net raw dataset of this task written by `phantom dataset`: training phantoms are "
                         "read from it instead of regenerated (faster)")
+    p.add_argument("--heldout-dir", default=None, metavar="DIR",
+                   help="a held-out work folder of training/evaluate_heldout.py (images/, gt/): test phantoms are "
+                        "read from it instead of regenerated (faster)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the result to FILE")
 
     p = sub.add_parser("info", help="print each phantom's geometry and tumour facts as JSON lines",
@@ -86,7 +89,8 @@ def main(args: argparse.Namespace) -> int:
         print(root)
     elif act == "baseline":
         res = phantoms.threshold_baselines(args.task, phantoms.parse_seeds(args.train_seeds),
-                                           phantoms.parse_seeds(args.test_seeds), args.dataset_dir)
+                                           phantoms.parse_seeds(args.test_seeds), args.dataset_dir,
+                                           args.heldout_dir)
         text = json.dumps(res, indent=2)
         print(text)
         if args.json:

@@ -157,28 +157,38 @@ def fit_in_pancreas(task: int, train: list, test: dict) -> dict:
 # both, on phantoms
 
 
-def load_case(task: int, seed: int, dataset_dir=None) -> tuple[np.ndarray, np.ndarray]:
-    """(image, label) arrays: read from an nnU-Net raw dataset written by `write_nnunet_dataset` when it
-    holds this case, else regenerated (the same phantom either way)."""
-    case = nnunet_case_name(task, seed)
-    d = Path(dataset_dir) if dataset_dir is not None else None
-    if d is not None and (d / "labelsTr" / f"{case}.mha").is_file():
-        img = sitk.GetArrayFromImage(sitk.ReadImage(str(d / "imagesTr" / f"{case}_0000.mha")))
-        lab = sitk.GetArrayFromImage(sitk.ReadImage(str(d / "labelsTr" / f"{case}.mha")))
-        return img, lab
+def heldout_case_name(task: int, seed: int) -> str:
+    """The case name under training/evaluate_heldout.py's work folder (images/<name>.mha, gt/<name>.mha)."""
+    return f"t{int(task)}_seed{int(seed)}"
+
+
+def load_case(task: int, seed: int, dataset_dir=None, heldout_dir=None) -> tuple[np.ndarray, np.ndarray]:
+    """(image, label) arrays: read from an nnU-Net raw dataset written by `write_nnunet_dataset`, or from
+    the images/ and gt/ of a held-out work folder (training/evaluate_heldout.py), when one holds this case;
+    else regenerated (the same phantom every way)."""
+    for folder, image_path, label_path in (
+            (dataset_dir, f"imagesTr/{nnunet_case_name(task, seed)}_0000.mha", f"labelsTr/{nnunet_case_name(task, seed)}.mha"),
+            (heldout_dir, f"images/{heldout_case_name(task, seed)}.mha", f"gt/{heldout_case_name(task, seed)}.mha")):
+        # the image is written last (evaluate_heldout.py): where it is, the label is whole
+        if folder is not None and (Path(folder) / label_path).is_file() and (Path(folder) / image_path).is_file():
+            img = sitk.GetArrayFromImage(sitk.ReadImage(str(Path(folder) / image_path)))
+            lab = sitk.GetArrayFromImage(sitk.ReadImage(str(Path(folder) / label_path)))
+            return img, lab
     ph = make_phantom(task, seed)
     return ph.image, ph.label
 
 
-def threshold_baselines(task: int, train_seeds, test_seeds, dataset_dir=None) -> dict:
+def threshold_baselines(task: int, train_seeds, test_seeds, dataset_dir=None, heldout_dir=None) -> dict:
     """Both baselines (whole body: one-sided and band; in the true pancreas) fitted on `train_seeds` and
     scored per case on `test_seeds`.  dataset_dir: an nnU-Net raw dataset of this task to read training
-    phantoms from instead of regenerating them; test phantoms are always regenerated."""
+    phantoms from instead of regenerating them; heldout_dir: a held-out work folder (evaluate_heldout.py's
+    --work) to read test phantoms from; a phantom found in neither is regenerated."""
     train_seeds, test_seeds = [int(s) for s in train_seeds], [int(s) for s in test_seeds]
     stats = {"train": {}, "test": {}}
-    for part, seeds, src in (("train", train_seeds, dataset_dir), ("test", test_seeds, None)):
+    for part, seeds, src in (("train", train_seeds, {"dataset_dir": dataset_dir}),
+                             ("test", test_seeds, {"heldout_dir": heldout_dir})):
         for s in seeds:
-            img, lab = load_case(task, s, src)
+            img, lab = load_case(task, s, **src)
             stats[part][s] = (BodyHistograms.of(img, lab), pancreas_samples(img, lab))
             log.info("baseline: %s phantom task %d seed %d", part, task, s)
     train, test = stats["train"], stats["test"]

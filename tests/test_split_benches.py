@@ -1,0 +1,59 @@
+"""bench/inference_split.py and bench/training_loader.py: their own logic (the spec one fold runs with, the epoch
+clock read from nnU-Net's log) and the committed results against the figures they are built from. Their timings are
+the benchmarks' (bench/README.md), not a test's."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+import inference_split  # noqa: E402
+import training_loader  # noqa: E402
+
+
+@pytest.mark.parametrize("task,member", [(1, "default"), (2, "DA5"), (1, "iso")])
+def test_one_fold_spec_is_predict_oof_s_spec_of_a_shipped_or_fitted_member(task, member):
+    from panther_ensemble.spec import parse_spec
+
+    spec = inference_split.one_fold_spec(task, member, 1)
+    parsed = parse_spec(spec, "<bench>")
+    (m,) = parsed.members
+    assert m.folds == (1,) or list(m.folds) == [1]
+    assert not m.mirroring and m.resampling == "fast" and parsed.decision.rule == "argmax"
+    models = {x["name"]: x["model"] for x in json.loads((REPO / f"docs/results/fit_task{task}/base.json").read_text())["members"]}
+    assert spec["members"][0]["model"] == models[member]
+    assert (REPO / "model_weights" / models[member] / "fold_1").is_dir()
+
+
+def test_epoch_ends_reads_nnunet_s_epoch_time_lines(tmp_path):
+    log = tmp_path / "t.log"
+    log.write_text("2026-12-07 08:59:15.549449: Epoch 0\n"
+                   "2026-12-07 08:59:37.868684: Epoch time: 22.32 s\n"
+                   "2026-12-07 08:59:37.868728: Yayy! New best EMA pseudo Dice: 0.61\n"
+                   "2026-12-07 09:00:00.812877: Epoch time: 22.36 s\n"
+                   "something else: Epoch time: 1 s\n")
+    ends = training_loader.epoch_ends(log)
+    assert len(ends) == 2 and ends[1] - ends[0] == pytest.approx(22.944193, abs=1e-5)
+
+
+@pytest.mark.parametrize("name,layouts", [("inference-split-task1.json", ("threads", "processes")),
+                                          ("inference-split-task2.json", ("threads", "processes")),
+                                          ("training-loader.json", ("workers", "in_process")),
+                                          ("training-loader-fresh.json", ("workers", "in_process"))])
+def test_committed_results_are_the_ratios_of_their_own_times(name, layouts):
+    doc = json.loads((REPO / "bench" / "results" / name).read_text())
+    slow, fast = layouts
+    key = "wall_s" if slow == "threads" else "epoch_s"
+    for r in doc["rounds"]:
+        assert r["speedup"] == pytest.approx(r[slow][key] / r[fast][key], abs=1e-3)
+        if slow == "threads":
+            assert r[slow]["cases"] == r[fast]["cases"] and r["masks_equal"]
+    assert doc["speedup_median"] == pytest.approx(statistics.median(r["speedup"] for r in doc["rounds"]), abs=1e-3)
+    assert doc["speedup_median"] > 1  # what reproduce.sh's defaults rest on (training/reproduce.sh step_oof, T_N_PROC_DA)
