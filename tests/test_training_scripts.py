@@ -306,18 +306,33 @@ def _arg(call: list[str], flag: str) -> str | None:
     return call[call.index(flag) + 1] if flag in call else None
 
 
-@pytest.mark.parametrize("tasks", ["2", "1 2"])
-def test_reproduce_heldout_shares_the_cores_between_the_tasks_it_runs(tmp_path, tasks):
-    heldout = [c for c in _recorded_calls(tmp_path, tasks, "heldout")[0] if "evaluate_heldout.py" in c[0]]
-    assert sorted(_arg(c, "--task") for c in heldout) == tasks.split()  # side by side: any order
-    expected = max(1, len(os.sched_getaffinity(0)) // len(tasks.split()))
-    assert all(_arg(c, "--threads") == str(expected) for c in heldout), heldout
+@pytest.mark.parametrize("tasks,seeds", [("2", "1100-1119"), ("1 2", "1100-1119"), ("1 2", "7,1,30-34")])
+def test_reproduce_heldout_deals_the_maps_to_every_core_then_scores_the_tasks_side_by_side(tmp_path, tasks, seeds):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HELDOUT_SEEDS", seeds)
+        heldout = [c for c in _recorded_calls(tmp_path, tasks, "heldout")[0] if "evaluate_heldout.py" in c[0]]
+    cores = len(os.sched_getaffinity(0))
+    scored = [c for c in heldout if _arg(c, "--stage") is None]
+    assert sorted(_arg(c, "--task") for c in scored) == tasks.split()  # side by side: any order
+    assert all(_arg(c, "--seeds") == seeds for c in scored)
+    expected = max(1, cores // len(tasks.split()))
+    assert all(_arg(c, "--threads") == str(expected) for c in scored), scored
+    maps = [c for c in heldout if _arg(c, "--stage") == "maps"]
+    assert all(_arg(c, "--threads") == "1" for c in maps)
+    listed = [int(s) for part in seeds.split(",") for s in (range(int(part.split("-")[0]), int(part.split("-")[-1]) + 1))]
+    for t in tasks.split():
+        parts = [[int(s) for s in _arg(c, "--seeds").split(",")] for c in maps if _arg(c, "--task") == t]
+        assert len(parts) == min(cores, len(listed))  # one lane per core, each with its share of every task
+        assert sorted(s for p in parts for s in p) == sorted(listed)  # every seed once
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
 
 
 @pytest.mark.parametrize("tasks", ["2", "1 2"])
 def test_reproduce_makes_heldout_maps_beside_the_fit_on_the_cores_it_leaves(tmp_path, tasks):
     calls, log = _recorded_calls(tmp_path, tasks, "fit", "heldout")
-    early = [c for c in calls if "evaluate_heldout.py" in c[0] and _arg(c, "--stage") == "maps"]
+    # (the heldout step's own map lanes name their seeds one by one, the early jobs the whole range)
+    early = [c for c in calls if "evaluate_heldout.py" in c[0] and _arg(c, "--stage") == "maps"
+             and _arg(c, "--seeds") == "1100-1119"]
     spare = len(os.sched_getaffinity(0)) - len(tasks.split())
     assert len(early) == max(0, min(spare, len(tasks.split())))
     assert all(_arg(c, "--threads") == "1" for c in early)

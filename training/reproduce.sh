@@ -351,11 +351,39 @@ step_shift() {
   done
 }
 
+seeds_part() {  # seeds_part SEEDS K N: the K-th (0-based) of N interleaved parts of a seed list ("1100-1119", "1,5,7-9")
+  local part a b seed i=0 out=() parts
+  IFS=, read -ra parts <<< "$1"
+  for part in "${parts[@]}"; do
+    a=${part%-*}; b=${part#*-}
+    for (( seed = a; seed <= b; seed++, i++ )); do
+      if (( i % $3 == $2 )); then out+=("$seed"); fi
+    done
+  done
+  (IFS=,; echo "${out[*]}")
+}
+
 step_heldout() {
-  local t pids=() tasks threads pid
+  local t pids=() tasks threads pid lanes k part
   for pid in "${EARLY_MAPS[@]}"; do  # a failed early job leaves its maps to this step (they are made when missing)
     wait "$pid" || stamp "held-out maps made beside the fit failed (see heldout_t*.log); making them now"
   done
+  # the maps first, each task's seeds dealt to one lane per core (one thread each), so that no core waits while the
+  # task with the larger images finishes (Task 1's maps take about 1.6x Task 2's); then the scoring, tasks side by side
+  lanes=$(cores); (( lanes >= 1 )) || lanes=1
+  if [ "$DEVICE" != cpu ]; then lanes=1; fi  # one process on the GPU
+  for (( k = 0; k < lanes; k++ )); do
+    (
+      for t in $TASKS; do
+        part=$(seeds_part "$HELDOUT_SEEDS" "$k" "$lanes")
+        if [ -n "$part" ]; then HELDOUT_SEEDS=$part heldout_run "$t" 1 --stage maps; fi
+      done
+    ) &
+    pids+=($!)
+  done
+  stamp "held-out maps: $lanes lane(s) of one thread"
+  wait_all "${pids[@]}"
+  pids=()
   tasks=$(wc -w <<< "$TASKS")
   threads=$(( $(cores) / tasks )); (( threads >= 1 )) || threads=1  # the tasks side by side, the cores shared
   for t in $TASKS; do  # (`evaluate_heldout.py --stage maps --members-spec <the fit's base.json>` may run before the fit)
