@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The trial of README.md (this folder): the rebuilt members of docs/results/experiments/rebuild_defaults, with the spec
+# The trial of README.md (this folder): the rebuilt members of docs/results/experiments/rebuild_fast, with the spec
 # the rebuild fitted and shifted, judged head to head against the shipped release on new seeds, each task on its own.
 # Resumable phase by phase (what a phase has made is kept):
 #   bash docs/results/experiments/rebuild_release/run.sh [PHASE ...]   (default: candidate maps heldout judge)
@@ -23,16 +23,16 @@ RELEASE_COMMIT=0268895  # the release judged against: Task 1 d29d10c's 60-epoch 
 declare -A SEEDS=([1]=1330-1349 [2]=1310-1329)  # new for each task: no training, fit, shift, sample or choice saw them
 declare -A DS=([1]=Dataset901_PhantomT1 [2]=Dataset902_PhantomT2)
 TASKS=${TASKS:-1 2}
-SRC=$PANTHER_DATA/exp/rebuild_defaults
+SRC=$PANTHER_DATA/exp/rebuild_fast
 CLONE=$SRC/repo  # the rebuild's clone: its model_weights/ are the rebuilt members' float16 export after `export`
-SRC_TIMINGS=$REPO/docs/results/experiments/rebuild_defaults/timings.json
+SRC_TIMINGS=$REPO/docs/results/experiments/rebuild_fast/timings.json
 W=$PANTHER_DATA/exp/rebuild_release
 REL=$W/release
 THREADS=${THREADS:-2}
 LOG=$PANTHER_DATA/logs/exp_rebuild_release
 for step in export fit shift; do  # the candidate is complete only once the rebuild has shifted its fitted specs
   if ! exp_has_step "$SRC_TIMINGS" "$step"; then
-    echo "run.sh: the rebuild (docs/results/experiments/rebuild_defaults) has not run its '$step' step yet ($SRC_TIMINGS)" >&2
+    echo "run.sh: the rebuild (docs/results/experiments/rebuild_fast) has not run its '$step' step yet ($SRC_TIMINGS)" >&2
     exit 1
   fi
 done
@@ -58,7 +58,7 @@ for s in $STEPS; do
           fi
           cp "$CLONE/docs/results/fit_task$t/fold_shift.json" "$HERE/fold_shift_task$t.json"
           exp_candidate_spec "$CLONE/resources/task$t.json" "$HERE/candidate_task$t.json" \
-            "Task $t candidate of docs/results/experiments/rebuild_release: the members of the timed rebuild (docs/results/experiments/rebuild_defaults), 60 epochs from its bfloat16 pre-training, with the spec its fit chose and its shift moved; not shipped unless judged"
+            "Task $t candidate of docs/results/experiments/rebuild_release: the members of the timed rebuild (docs/results/experiments/rebuild_fast), 60 epochs from its bfloat16 pre-training, with the spec its fit chose and its shift moved; not shipped unless judged"
         fi ;;
       maps)
         exp_stamp "Task $t: release member maps on seeds ${SEEDS[$t]}"
