@@ -57,3 +57,13 @@ def test_committed_results_are_the_ratios_of_their_own_times(name, layouts):
             assert r[slow]["cases"] == r[fast]["cases"] and r["masks_equal"]
     assert doc["speedup_median"] == pytest.approx(statistics.median(r["speedup"] for r in doc["rounds"]), abs=1e-3)
     assert doc["speedup_median"] > 1  # what reproduce.sh's defaults rest on (training/reproduce.sh step_oof, T_N_PROC_DA)
+
+
+def test_committed_progress_plot_result_counts_the_drawings_of_each_cadence():
+    doc = json.loads((REPO / "bench" / "results" / "progress-plot.json").read_text())
+    median = doc["cpu_s_per_drawing_median"]
+    assert median == pytest.approx(statistics.median(doc["cpu_s_per_drawing"]), abs=1e-3)
+    n = doc["epochs"]
+    assert doc["drawings_per_run"] == {"every_epoch": n, "plot_every_5": len([e for e in range(n) if (e + 1) % 5 == 0 or e == n - 1])}
+    for cadence, drawings in doc["drawings_per_run"].items():
+        assert doc["cpu_s_per_run"][cadence] == pytest.approx(median * drawings, abs=0.1)

@@ -245,8 +245,9 @@ def test_two_fold_splits_are_the_sorted_halves_and_predict_oof_uses_them_without
     assert [line.split(":")[0] for line in run.stdout.splitlines() if line.startswith("fold")] == [
         "fold 0 p_0", "fold 0 p_1", "fold 1 p_2", "fold 1 p_3", "fold 1 p_4"]
 
-    # one fold (reproduce.sh runs one process per fold, side by side): its cases only, once more after a retrain
-    (model / "fold_1" / "checkpoint_final.pth").touch()
+    # one fold (reproduce.sh runs one process per fold, side by side): its cases only, though both folds were retrained
+    for fold in (0, 1):
+        (model / f"fold_{fold}" / "checkpoint_final.pth").touch()
     one = subprocess.run([sys.executable, str(REPO / "training" / "predict_oof.py"), "--model", str(model),
                           "--raw", str(raw), "--out", str(tmp_path / "oof"), "--folds", "1", "--threads", "1"],
                          capture_output=True, text=True, timeout=600,
@@ -327,6 +328,13 @@ def test_reproduce_heldout_deals_the_maps_to_every_core_then_scores_the_tasks_si
         assert max(map(len, parts)) - min(map(len, parts)) <= 1
 
 
+def test_reproduce_heldout_on_a_gpu_makes_the_maps_in_the_scoring_runs(tmp_path):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DEVICE", "cuda")
+        heldout = [c for c in _recorded_calls(tmp_path, "1 2", "heldout")[0] if "evaluate_heldout.py" in c[0]]
+    assert sorted(_arg(c, "--task") for c in heldout) == ["1", "2"] and all(_arg(c, "--stage") is None for c in heldout)
+
+
 @pytest.mark.parametrize("tasks", ["2", "1 2"])
 def test_reproduce_makes_heldout_maps_beside_the_fit_on_the_cores_it_leaves(tmp_path, tasks):
     calls, log = _recorded_calls(tmp_path, tasks, "fit", "heldout")
@@ -379,6 +387,21 @@ def test_reproduce_baselines_read_the_heldout_phantoms_and_run_the_tasks_side_by
         assert _arg(c, "--heldout-dir") == f"{data}/heldout/task{t}" and _arg(c, "--test-seeds") == "1100-1119"
         assert _arg(c, "--dataset-dir").endswith(f"nnUNet_raw/Dataset90{t}_PhantomT{t}")
     assert log.count("threshold baselines, Task") == 2
+
+
+def test_reproduce_side_by_side_jobs_fail_the_step_only_after_every_one_has_ended(tmp_path):
+    """wait_all: fold 0's out-of-fold job fails at once, fold 1's ends later; the step fails with fold 0's status and
+    only after fold 1 has ended (no job left running beside a rerun, writing the same cases)."""
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/sh\ncase "$*" in\n  *"--folds 0"*) exit 7 ;;\n'
+                    f'  *"--folds 1"*) sleep 1; echo "$*" >> {tmp_path / "ended.txt"} ;;\nesac\n')
+    fake.chmod(0o755)
+    run = subprocess.run(["bash", str(REPO / "training" / "reproduce.sh"), "oof"], capture_output=True, text=True,
+                         timeout=60, env=dict(os.environ, TASKS="2", PY=str(fake), PANTHER_DATA=str(tmp_path / "data"),
+                                              TMPDIR=str(tmp_path), DEVICE="cpu"))
+    assert run.returncode == 7, (run.returncode, run.stderr)
+    ended = (tmp_path / "ended.txt").read_text().splitlines()
+    assert len(ended) == 1 and "--folds 1" in ended[0]  # the first member's fold 1 ran to its end; no later member started
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])

@@ -96,6 +96,7 @@ def main() -> int:
     from panther_ensemble import Ensemble, load_spec, read_image
     from panther_ensemble.io import write_mask
     from panther_ensemble.phantoms import generate_phantom
+    from panther_ensemble.phantoms.baseline import heldout_case_name  # `phantom baseline --heldout-dir` reads them
 
     spec_path = a.spec or REPO / "resources" / f"task{a.task}.json"
     raw = json.loads((a.members_spec or spec_path).read_text())
@@ -111,7 +112,7 @@ def main() -> int:
     checkpoints = {m["name"]: sorted((a.model_dir / m["model"]).glob("fold_*/checkpoint_*.pth")) for m in raw["members"]}
     cases = []
     for seed in parse_seeds(a.seeds):  # the members' maps, kept (float32) so that a re-run or the fit's turn resumes
-        case = f"t{a.task}_seed{seed}"
+        case = heldout_case_name(a.task, seed)
         cases.append(case)
         if not (images / f"{case}.mha").exists():  # the image is written last and whole: it marks a finished phantom
             image, label = generate_phantom(a.task, seed)

@@ -99,7 +99,15 @@ elif [ "$MODELS" != trained ]; then
   exit 2
 fi
 stamp() { echo "[$(date +%H:%M:%S)] $*"; }
-wait_all() { local pid; for pid in "$@"; do wait "$pid"; done; }  # fails when one of them failed
+wait_all() {  # wait_all PID...: waits for every one, then fails with the first failure's status (none left running)
+  local pid rc=0 status
+  for pid in "$@"; do
+    status=0
+    wait "$pid" || status=$?
+    if (( status != 0 && rc == 0 )); then rc=$status; fi
+  done
+  return "$rc"
+}
 cores() { env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc; }  # nproc alone answers env.sh's OMP_NUM_THREADS=1
 
 # members: name -> trainer, plans
@@ -370,20 +378,22 @@ step_heldout() {
   done
   # the maps first, each task's seeds dealt to one lane per core (one thread each), so that no core waits while the
   # task with the larger images finishes (Task 1's maps take about 1.6x Task 2's); then the scoring, tasks side by side
-  lanes=$(cores); (( lanes >= 1 )) || lanes=1
-  if [ "$DEVICE" != cpu ]; then lanes=1; fi  # one process on the GPU
-  for (( k = 0; k < lanes; k++ )); do
-    (
-      for t in $TASKS; do
-        part=$(seeds_part "$HELDOUT_SEEDS" "$k" "$lanes")
-        if [ -n "$part" ]; then HELDOUT_SEEDS=$part heldout_run "$t" 1 --stage maps; fi
-      done
-    ) &
-    pids+=($!)
-  done
-  stamp "held-out maps: $lanes lane(s) of one thread"
-  wait_all "${pids[@]}"
-  pids=()
+  # (on a GPU the scoring runs below make the maps, as before)
+  if [ "$DEVICE" = cpu ]; then
+    lanes=$(cores); (( lanes >= 1 )) || lanes=1
+    for (( k = 0; k < lanes; k++ )); do
+      (
+        for t in $TASKS; do
+          part=$(seeds_part "$HELDOUT_SEEDS" "$k" "$lanes")
+          if [ -n "$part" ]; then HELDOUT_SEEDS=$part heldout_run "$t" 1 --stage maps; fi
+        done
+      ) &
+      pids+=($!)
+    done
+    stamp "held-out maps: $lanes lane(s) of one thread"
+    wait_all "${pids[@]}"
+    pids=()
+  fi
   tasks=$(wc -w <<< "$TASKS")
   threads=$(( $(cores) / tasks )); (( threads >= 1 )) || threads=1  # the tasks side by side, the cores shared
   for t in $TASKS; do  # (`evaluate_heldout.py --stage maps --members-spec <the fit's base.json>` may run before the fit)
