@@ -38,9 +38,14 @@ class Scored:
     stage: str
 
     def key(self, objective: str) -> tuple:
-        if objective == "mean-rank":
-            return (self.mean_rank, -self.score)
-        return (-self.score,)
+        return objective_key(objective, self.mean_rank, self.score)
+
+
+def objective_key(objective: str, mean_rank: float | None, score: float) -> tuple:
+    """The search's sort key (smaller is better): mean rank, then the weighted score; or the weighted score alone."""
+    if objective == "mean-rank":
+        return (mean_rank, -score)
+    return (-score,)
 
 
 @dataclass
@@ -155,7 +160,7 @@ def best_contender_on_all(stability: Sequence[Contender], objective: str) -> int
     """Which contender the objective prefers on all the cases (0: the choice itself). Another one means that a
     weighting the search ranked lower does better with the chosen decision and post-processing, a pair that
     stage B never scored (it post-processes only the top_k of stage A)."""
-    keys = [(Scored(c.cand, {}, c.score, c.mean_rank, "").key(objective), p) for p, c in enumerate(stability)]
+    keys = [(objective_key(objective, c.mean_rank, c.score), p) for p, c in enumerate(stability)]
     return min(keys)[1] if keys else 0
 
 
