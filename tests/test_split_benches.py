@@ -67,3 +67,32 @@ def test_committed_progress_plot_result_counts_the_drawings_of_each_cadence():
     assert doc["drawings_per_run"] == {"every_epoch": n, "plot_every_5": len([e for e in range(n) if (e + 1) % 5 == 0 or e == n - 1])}
     for cadence, drawings in doc["drawings_per_run"].items():
         assert doc["cpu_s_per_run"][cadence] == pytest.approx(median * drawings, abs=0.1)
+
+
+def test_training_env_keeps_freed_memory_unless_the_caller_chose(tmp_path):
+    """training/env.sh's allocator settings (bench/results/training-allocator.json) reach the processes it starts,
+    and a caller's own value stays."""
+    import os
+    import subprocess
+
+    script = (f"source {REPO}/training/env.sh; python3 -c 'import os; print(os.environ[\"MALLOC_TRIM_THRESHOLD_\"], "
+              "os.environ[\"MALLOC_TOP_PAD_\"], os.environ[\"MALLOC_MMAP_THRESHOLD_\"])'")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, check=True).stdout.split()
+    doc = json.loads((REPO / "bench" / "results" / "training-allocator.json").read_text())
+    kept = doc["layouts"]["in_process+glibc_kept"]
+    assert out == [kept["MALLOC_TRIM_THRESHOLD_"], kept["MALLOC_TOP_PAD_"], kept["MALLOC_MMAP_THRESHOLD_"]]
+    mine = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True,
+                          env=dict(env, MALLOC_TRIM_THRESHOLD_="123")).stdout.split()
+    assert mine[0] == "123"
+
+
+def test_committed_allocator_result_is_the_ratio_of_its_own_times_and_faults():
+    doc = json.loads((REPO / "bench" / "results" / "training-allocator.json").read_text())
+    for r in doc["rounds"]:
+        ref = r["in_process"]["epoch_s"]
+        for x, v in r["speedup_vs_first"].items():
+            assert v == pytest.approx(ref / r[x]["epoch_s"], abs=1e-3)
+        assert r["in_process+glibc_kept"]["minor_page_faults"] * 5 < r["in_process"]["minor_page_faults"]
+    med = doc["speedup_vs_first_median"]
+    assert med["in_process+glibc_kept"] > 1 > med["in_process+jemalloc"]  # what training/env.sh rests on
