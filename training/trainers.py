@@ -101,9 +101,9 @@ class _CpuSpeed:
 
 
 class _SparsePlot:
-    """nnU-Net redraws progress.png (a 3000 x 5400 pixel figure) at the end of every epoch: 0.76 CPU-s here, about
-    3 % of a 23 s specialist epoch on this 2-core machine. With `plot_every` = N it is drawn after every Nth epoch
-    and after the last, so the file is never more than N-1 epochs behind the log; 1 is nnU-Net's behaviour.
+    """nnU-Net redraws progress.png (a 3000 x 5400 pixel figure) at the end of every epoch: 0.70 CPU-s here
+    (bench/progress_plot.py), about 3 % of a 23 s specialist epoch on this 2-core machine. With `plot_every` = N it
+    is drawn after every Nth epoch and after the last, so the file is never more than N-1 epochs behind the log; 1 is nnU-Net's behaviour.
     Nothing else of the epoch's end changes (checkpoints, the log, the pseudo Dice)."""
 
     plot_every = 1
