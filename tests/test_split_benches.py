@@ -14,6 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
+import inference_allocator  # noqa: E402
 import inference_split  # noqa: E402
 import training_loader  # noqa: E402
 
@@ -85,6 +86,39 @@ def test_training_env_keeps_freed_memory_unless_the_caller_chose(tmp_path):
     mine = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True,
                           env=dict(env, MALLOC_TRIM_THRESHOLD_="123")).stdout.split()
     assert mine[0] == "123"
+    # bench/inference_allocator.py measures the container's job with what env.sh exports, read from the file
+    assert inference_allocator.kept_settings() == dict(zip(
+        ["MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_THRESHOLD_"], out))
+
+
+def test_dockerfile_sets_the_allocator_settings_of_training_env_sh():
+    """The image runs the job with the settings bench/inference_allocator.py measured (training/env.sh's)."""
+    import re
+
+    text = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
+    env_lines = [ln for ln in text.splitlines() if ln.startswith("ENV ") and "MALLOC_" in ln]
+    assert len(env_lines) == 1
+    found = dict(re.findall(r"(MALLOC_[A-Z_]+)=(\S+)", env_lines[0]))
+    assert found == inference_allocator.kept_settings()
+
+
+def test_committed_inference_allocator_results_are_their_own_ratios():
+    for task in (1, 2):
+        doc = json.loads((REPO / "bench" / "results" / f"inference-allocator-task{task}.json").read_text())
+        assert doc["masks_identical"] and doc["layouts"]["glibc_kept"] == inference_allocator.kept_settings()
+        for r in doc["rounds"]:
+            assert r["speedup"] == pytest.approx(r["glibc_default"]["wall_s"] / r["glibc_kept"]["wall_s"], abs=1e-3)
+            assert r["peak_rss_ratio"] == pytest.approx(
+                r["glibc_kept"]["peak_rss_mib"] / r["glibc_default"]["peak_rss_mib"], abs=1e-3)
+        assert doc["speedup_median"] == statistics.median(r["speedup"] for r in doc["rounds"])
+        assert doc["speedup_median"] > 1  # what the Dockerfile's ENV rests on
+
+
+def test_inference_allocator_refuses_an_env_sh_without_its_three_settings(tmp_path, monkeypatch):
+    (tmp_path / "env.sh").write_text("export MALLOC_TOP_PAD_=${MALLOC_TOP_PAD_:-1}\n")
+    monkeypatch.setattr(inference_allocator, "ENV_SH", tmp_path / "env.sh")
+    with pytest.raises(SystemExit, match="three MALLOC_"):
+        inference_allocator.kept_settings()
 
 
 def test_committed_allocator_result_is_the_ratio_of_its_own_times_and_faults():
