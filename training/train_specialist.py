@@ -109,6 +109,9 @@ def main() -> None:
     ap.add_argument("--oversample", type=float, default=None,
                     help="fraction of each batch centred on foreground (the trainers' default: 0.5)")
     ap.add_argument("--pretrained", default=None, help="checkpoint whose weights initialise the network")
+    ap.add_argument("--fresh-heads", action="store_true",
+                    help="with --pretrained: keep the network's own fresh segmentation heads (nnU-Net's "
+                         "load_pretrained_weights) instead of loading every weight")
     ap.add_argument("--skip-validation", action="store_true",
                     help="no nnU-Net validation after training (the out-of-fold maps are then made by our engine: "
                          "training/predict_oof.py, several times faster on this CPU)")
@@ -129,6 +132,8 @@ def main() -> None:
                     help="floors on nnU-Net's pseudo Dice (mean of the last 5 epochs) per label, e.g. pancreas=0.3: "
                          "a run below one is moved aside and the script exits with status 3 (training/collapse.py)")
     a = ap.parse_args()
+    if a.fresh_heads and not a.pretrained:
+        ap.error("--fresh-heads needs --pretrained (the heads are fresh only against a checkpoint's other weights)")
     try:
         floors = collapse.parse_floors(a.require_pseudo_dice)
         device = training_device(a.device)
@@ -203,6 +208,14 @@ def main() -> None:
         # nnU-Net's own continue (nnUNetv2_train --c): weights, optimizer, epoch and logs from the last save
         tr.load_checkpoint(latest)
         tr.print_to_log_file(f"resumed from {latest} at epoch {tr.current_epoch}")
+    elif a.pretrained and a.fresh_heads:
+        # a retry of a run that did not learn the tumour from a network whose tumour head never fired: the
+        # features are kept, the heads start unbiased (nnU-Net's own fine-tuning loader)
+        from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
+
+        tr.initialize()
+        load_pretrained_weights(tr.network, a.pretrained)
+        tr.print_to_log_file(f"loaded the weights from {a.pretrained} except the segmentation heads (fresh)")
     elif a.pretrained:
         # nnU-Net's load_pretrained_weights skips the segmentation heads (it allows a different label set);
         # ours are the same three labels, and discarding the heads threw away the tumour detector that the
@@ -240,7 +253,7 @@ def main() -> None:
               "oversample_foreground_percent": tr.oversample_foreground_percent, "validation_s": round(t_val, 1),
               "epochs": max(tr.num_epochs, tr.current_epoch),  # a checkpoint with more epochs is not cut back
               "iterations_per_epoch": tr.num_iterations_per_epoch, "lr": tr.initial_lr,
-              "pretrained": a.pretrained, "mirrored_validation": bool(a.mirror_validation),
+              "pretrained": a.pretrained, "fresh_heads": a.fresh_heads, "mirrored_validation": bool(a.mirror_validation),
               "validation_tile_step": a.val_step, "device": str(tr.device), "cpu_autocast": tr.cpu_autocast,
               "channels_last": tr.channels_last}
     seeded = join(tr.output_folder, "seeded_from.json")
