@@ -20,6 +20,7 @@ LABELS = ["tumor", "pancreas"]
 sys.path.insert(0, str(REPO / "training"))
 try:
     import collapse
+    import train_specialist
 finally:
     sys.path.remove(str(REPO / "training"))
 
@@ -105,10 +106,10 @@ def test_a_finished_run_below_its_floor_is_moved_aside_with_one_line(tmp_path):
     assert "phantom schedule" not in typo.stdout + typo.stderr and list(run.iterdir()) == []
 
 
-def _reproduce(tmp_path: Path, fails: int, tries: int, *steps: str,
+def _reproduce(tmp_path: Path, fails: int, tries: int, *steps: str, only: str = "",
                **env: str) -> tuple[subprocess.CompletedProcess, list[str]]:
-    """reproduce.sh STEPS with a stand-in interpreter whose first FAILS train_specialist.py calls report a
-    collapse (exit 3) and the rest succeed; the calls it saw."""
+    """reproduce.sh STEPS with a stand-in interpreter whose first FAILS train_specialist.py calls (those whose
+    arguments hold ONLY) report a collapse (exit 3) and the rest succeed; the calls it saw."""
     calls = tmp_path / "calls.txt"
     count = tmp_path / "count"
     count.write_text("0")
@@ -116,8 +117,10 @@ def _reproduce(tmp_path: Path, fails: int, tries: int, *steps: str,
     fake.write_text(f"""#!/bin/sh
 echo "$@" >> {calls}
 case "$1" in *train_specialist.py)
-  n=$(cat {count}); echo $((n + 1)) > {count}
-  if [ "$n" -lt {fails} ]; then exit 3; fi;;
+  case "$*" in *"{only}"*)
+    n=$(cat {count}); echo $((n + 1)) > {count}
+    if [ "$n" -lt {fails} ]; then exit 3; fi;;
+  esac;;
 esac
 exit 0
 """)
@@ -133,10 +136,11 @@ def test_reproduce_retries_a_network_that_did_not_learn_and_stops_after_its_trie
     (tmp_path / "a").mkdir()
     run, calls = _reproduce(tmp_path / "a", 1, 3, "pretrain")
     assert run.returncode == 0, run.stderr
-    assert "run 1 of 3 did not learn (pancreas=0.3 not reached" in run.stderr
+    assert "run 1 of 3 did not learn (pancreas=0.3 tumor=0.1 not reached" in run.stderr
     stage1 = [c for c in calls if "nnUNetTrainerPhantom " in c + " "]
     assert len(stage1) == 2 and len(calls) == 3  # stage 1 twice, then stage 2 once
-    assert all("--require-pseudo-dice pancreas=0.3" in c for c in stage1)
+    # stage 1: the pancreas and a tumour head that fires (pretrain_retry), two words for train_specialist.py
+    assert all(c.endswith("--require-pseudo-dice pancreas=0.3 tumor=0.1") for c in stage1)
     assert "--require-pseudo-dice tumor=0.1" in calls[-1] and "TumourFocus" in calls[-1]
     assert all("--device cpu" in c for c in calls)  # reproduce.sh's DEVICE, cpu unless asked
     assert not any("--lr" in c for c in calls)  # stage 2 at the trainer's own learning rate unless P2_LR
@@ -144,7 +148,7 @@ def test_reproduce_retries_a_network_that_did_not_learn_and_stops_after_its_trie
     (tmp_path / "b").mkdir()
     run, calls = _reproduce(tmp_path / "b", 99, 2, "pretrain", "train")
     assert run.returncode != 0
-    assert "reproduce.sh: 2 runs did not learn (pancreas=0.3 not reached)" in run.stderr
+    assert "reproduce.sh: 2 runs did not learn (pancreas=0.3 tumor=0.1 not reached)" in run.stderr
     assert len(calls) == 2  # nothing is built on the dead pre-training: no stage 2, no specialists
     assert "pretrain:" not in run.stdout  # the failed step is not timed as done
 
@@ -171,6 +175,13 @@ def test_reproduce_retries_a_network_that_did_not_learn_and_stops_after_its_trie
     (tmp_path / "g").mkdir()
     run, calls = _reproduce(tmp_path / "g", 0, 1, "train", T_CPU_AUTOCAST="off", T_CHANNELS_LAST="off")
     assert run.returncode == 0 and all("--cpu-autocast off --channels-last off" in c for c in calls)
+
+    # a stage 1 whose tumour head never fired is trained afresh (pretrain_retry), never built on by stage 2
+    (tmp_path / "h").mkdir()
+    run, calls = _reproduce(tmp_path / "h", 1, 3, "pretrain", only="nnUNetTrainerPhantom ")
+    assert run.returncode == 0, run.stderr
+    assert len(calls) == 3 and "TumourFocus" not in calls[1] and "TumourFocus" in calls[2]
+    assert not any("--fresh-heads" in c for c in calls)  # every run loads every weight of the one before
 
     (tmp_path / "e").mkdir()  # the stage-2 remedy to try: its learning rate, and only stage 2's
     run, calls = _reproduce(tmp_path / "e", 0, 1, "pretrain", P2_LR="0.005")
@@ -238,3 +249,26 @@ def test_epochs_without_pseudo_dice_are_left_out_and_none_at_all_never_passes():
         "pseudo Dice over the last 2 epochs: tumor 0.000 < 0.1"
     assert collapse.collapse_reason([[nan, nan]] * 12, LABELS, {"tumor": 0.0, "pancreas": 0.3}) == \
         "pseudo Dice over the last 5 epochs: tumor not logged, pancreas not logged"
+
+
+@pytest.mark.parametrize("fresh_heads", [False, True])
+def test_a_run_starts_from_every_weight_of_its_checkpoint_or_with_fresh_heads(fresh_heads):
+    """The real trainer-written tiny checkpoint into the network its plans build: every weight, or (a stage-2
+    retry, --fresh-heads) every weight but the segmentation heads, which keep the network's own initialisation."""
+    from modelfactory import build_network
+
+    plans = json.loads((TINY / "plans.json").read_text())
+    network = build_network(plans, json.loads((TINY / "dataset.json").read_text()))
+    own = {k: v.clone() for k, v in network.state_dict().items()}
+    saved = torch.load(TINY / "fold_0" / "checkpoint_final.pth", map_location="cpu",
+                       weights_only=False)["network_weights"]
+    line = train_specialist.load_initial_weights(network, str(TINY / "fold_0" / "checkpoint_final.pth"), fresh_heads)
+    now = network.state_dict()
+    heads = [k for k in now if ".seg_layers." in k]
+    assert heads and len(heads) < len(now)
+    for k, v in now.items():
+        expected = own[k] if fresh_heads and k in heads else saved[k]
+        assert torch.equal(v, expected), k
+    assert any(not torch.equal(own[k], saved[k]) for k in heads)  # the two cases can be told apart
+    assert ("except the segmentation heads" in line) == fresh_heads
+

@@ -208,11 +208,13 @@ step_plan() {
   done
 }
 
-learn() {  # learn LOG FLOOR ARGS...: train_specialist.py ARGS until nnU-Net's pseudo Dice clears FLOOR (TRAIN_TRIES runs)
+learn() {  # learn LOG FLOOR ARGS...: train_specialist.py ARGS until nnU-Net's pseudo Dice clears FLOOR, one or more
+  # LABEL=VALUE words (TRAIN_TRIES runs)
   local log=$1 floor=$2 try rc; shift 2
   for (( try = 1; try <= TRAIN_TRIES; try++ )); do
     rc=0
-    "$PY" "$HERE/train_specialist.py" "$@" --device "$DEVICE" --require-pseudo-dice "$floor" >> "$log" 2>&1 || rc=$?
+    # shellcheck disable=SC2086 # FLOOR: one or more LABEL=VALUE words
+    "$PY" "$HERE/train_specialist.py" "$@" --device "$DEVICE" --require-pseudo-dice $floor >> "$log" 2>&1 || rc=$?
     if (( rc != 3 )); then return "$rc"; fi  # 3: the run collapsed and was moved aside (collapse.py)
     stamp "run $try of $TRAIN_TRIES did not learn ($floor not reached; $log)" >&2
   done
@@ -224,8 +226,10 @@ step_pretrain() {
   # one training process: it gets every core as torch threads (the specialists' folds run side by side, one each)
   local threads; threads=$(cores)
   stamp "pre-training stage 1 on ${DS[0]} (both looks, fold all, $threads threads)"
-  # stage 1's stock loss labels the tumour pancreas: it must learn the pancreas
-  OMP_NUM_THREADS=$threads learn "$LOGS/pretrain_903.log" pancreas=0.3 --dataset 903 --trainer nnUNetTrainerPhantom \
+  # stage 1 must learn the pancreas and let its tumour head fire: every stage 2 that learned the tumour started
+  # from a stage 1 at tumour 0.35-0.64, and from one at 0.000 no stage 2 did, in five runs of three kinds
+  # (docs/results/experiments/pretrain_retry/): such a stage 1 is trained afresh, not built on
+  OMP_NUM_THREADS=$threads learn "$LOGS/pretrain_903.log" "pancreas=0.3 tumor=0.1" --dataset 903 --trainer nnUNetTrainerPhantom \
     --fold all --epochs "$P_EPOCHS" --cpu-autocast "$P_CPU_AUTOCAST" --channels-last "$P_CHANNELS_LAST" --skip-validation
   stamp "pre-training stage 2 (tumour focus) on ${DS[0]}"
   OMP_NUM_THREADS=$threads learn "$LOGS/pretrain2_903.log" tumor=0.1 --dataset 903 \

@@ -91,6 +91,23 @@ def on_off(value: str) -> bool:
     return value == "on"
 
 
+def load_initial_weights(network, checkpoint: str, fresh_heads: bool) -> str:
+    """A new run's weights from another run's checkpoint; the line for the training log."""
+    if fresh_heads:
+        # a retry of a run that did not learn the tumour from a network whose tumour head never fired: the
+        # features are kept, the heads start unbiased (nnU-Net's own fine-tuning loader skips `.seg_layers.`)
+        from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
+
+        load_pretrained_weights(network, checkpoint)
+        return f"loaded the weights from {checkpoint} except the segmentation heads (fresh)"
+    # nnU-Net's load_pretrained_weights skips the segmentation heads (it allows a different label set); ours are
+    # the same three labels, and discarding the heads threw away the tumour detector that the pre-training had
+    # learned (fine-tuning restarted at tumour Dice 0). Load everything, strictly.
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    network.load_state_dict(ckpt["network_weights"], strict=True)
+    return f"loaded all weights (segmentation heads included) from {checkpoint}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", required=True, help="dataset id or name")
@@ -208,22 +225,9 @@ def main() -> None:
         # nnU-Net's own continue (nnUNetv2_train --c): weights, optimizer, epoch and logs from the last save
         tr.load_checkpoint(latest)
         tr.print_to_log_file(f"resumed from {latest} at epoch {tr.current_epoch}")
-    elif a.pretrained and a.fresh_heads:
-        # a retry of a run that did not learn the tumour from a network whose tumour head never fired: the
-        # features are kept, the heads start unbiased (nnU-Net's own fine-tuning loader)
-        from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
-
-        tr.initialize()
-        load_pretrained_weights(tr.network, a.pretrained)
-        tr.print_to_log_file(f"loaded the weights from {a.pretrained} except the segmentation heads (fresh)")
     elif a.pretrained:
-        # nnU-Net's load_pretrained_weights skips the segmentation heads (it allows a different label set);
-        # ours are the same three labels, and discarding the heads threw away the tumour detector that the
-        # pre-training had learned (fine-tuning restarted at tumour Dice 0). Load everything, strictly.
         tr.initialize()
-        ckpt = torch.load(a.pretrained, map_location="cpu", weights_only=False)
-        tr.network.load_state_dict(ckpt["network_weights"], strict=True)
-        tr.print_to_log_file(f"loaded all weights (segmentation heads included) from {a.pretrained}")
+        tr.print_to_log_file(load_initial_weights(tr.network, a.pretrained, a.fresh_heads))
     t0 = time.time()
     tr.run_training()
     t_train = time.time() - t0

@@ -153,7 +153,8 @@ class nnUNetTrainerPhantomDA5(_SparsePlot, _CpuSpeed, _TumourWeightedLoss, nnUNe
 class nnUNetTrainerPhantomTumourFocus(nnUNetTrainerPhantom):
     """Second pre-training stage: default augmentation, tumour cross-entropy weight 4, two thirds of each batch
     centred on foreground. The first stage (nnUNetTrainerPhantom, stock loss) learns the anatomy of both looks
-    (pancreas pseudo Dice 0.6) but labels the tumour pancreas; this stage starts from its weights."""
+    (pancreas pseudo Dice 0.6-0.7) and a first tumour detector (reproduce.sh requires its tumour head to fire:
+    from one that never did, this stage learned nothing in five runs); this stage starts from its weights."""
 
     tumour_ce_weight = 4.0
 

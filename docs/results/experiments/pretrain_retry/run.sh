@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Pre-training stage 2 retried from a stage 1 whose tumour head never fired (README.md, this folder):
-#   bash docs/results/experiments/pretrain_retry/run.sh STAGE1_CHECKPOINT [VARIANT ...]   (default: fresh_heads lr005)
-# Each variant trains stage 2 once, as reproduce.sh's pretrain step does, from a copy of STAGE1_CHECKPOINT, into its
-# own nnUNet_results under $PANTHER_DATA/exp/pretrain_retry/<variant>; nnUNet_preprocessed is the caller's (the
-# Dataset903 of the rebuild that made the checkpoint). The pseudo Dice of every epoch goes to <variant>.json here.
+#   bash docs/results/experiments/pretrain_retry/run.sh REBUILD_DATA [VARIANT ...]   (default: fresh_heads lr005)
+# REBUILD_DATA is the data folder of the rebuild whose stage 1 is meant (its nnUNet_preprocessed, and its stage 1's
+# checkpoint_final.pth, which is copied first). Each variant trains stage 2 once, as reproduce.sh's pretrain step
+# does, into its own nnUNet_results under $PANTHER_DATA/exp/pretrain_retry/<variant>. The pseudo Dice of every epoch
+# goes to <variant>.json here.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../../../.." && pwd)
@@ -11,8 +12,10 @@ REPO=$(cd "$HERE/../../../.." && pwd)
 source "$REPO/training/env.sh"
 # shellcheck source=../../../../training/experiment.sh
 source "$REPO/training/experiment.sh"
-STAGE1=${1:?usage: run.sh STAGE1_CHECKPOINT [VARIANT ...]}
+REBUILD_DATA=${1:?usage: run.sh REBUILD_DATA [VARIANT ...]}
 shift
+export nnUNet_preprocessed=$REBUILD_DATA/nnUNet_preprocessed nnUNet_raw=$REBUILD_DATA/nnUNet_raw
+STAGE1=$REBUILD_DATA/nnUNet_results/Dataset903_PhantomPretrain/nnUNetTrainerPhantom__nnUNetPlansPhantom__3d_fullres/fold_all/checkpoint_final.pth
 VARIANTS=${*:-fresh_heads lr005}
 # shellcheck disable=SC2086 # one word per variant
 exp_check_phases "fresh_heads lr005 same" $VARIANTS
@@ -29,7 +32,7 @@ for v in $VARIANTS; do
   if [ -f "$HERE/$v.json" ]; then exp_stamp "$v: done ($HERE/$v.json)"; continue; fi
   exp_stamp "$v: stage 2 from $STAGE1 ${args[*]}"
   rc=0
-  nnUNet_results=$out OMP_NUM_THREADS=$(nproc) "$PY" "$REPO/training/train_specialist.py" --dataset 903 \
+  nnUNet_results=$out OMP_NUM_THREADS=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc) "$PY" "$REPO/training/train_specialist.py" --dataset 903 \
     --trainer nnUNetTrainerPhantomTumourFocus --fold all --epochs "${P2_EPOCHS:-24}" "${args[@]}" \
     --pretrained "$W/stage1_checkpoint_final.pth" --cpu-autocast auto --channels-last on --skip-validation \
     --device cpu --require-pseudo-dice tumor=0.1 > "$W/$v.log" 2>&1 || rc=$?
