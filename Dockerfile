@@ -51,8 +51,9 @@ COPY resources /opt/app/resources
 COPY model_weights /opt/app/model_weights
 
 # glibc's malloc keeps freed memory for the next allocation instead of giving it back to the kernel and faulting it
-# in again: the job ran 1.05-1.07x faster on the CPU with the same masks and its peak memory within -7..+8 %
-# (bench/inference_allocator.py, bench/README.md). The values of training/env.sh (tests/test_split_benches.py).
+# in again: on the CPU path the job ran 1.03-1.07x faster (median per round) with the same masks and the same peak
+# memory within -9..+7 % (bench/inference_allocator.py, bench/README.md; the GPU path not measured). The values of
+# training/env.sh (tests/test_split_benches.py).
 ENV MALLOC_TRIM_THRESHOLD_=1099511627776 \
     MALLOC_TOP_PAD_=1073741824 \
     MALLOC_MMAP_THRESHOLD_=33554432

@@ -7,7 +7,7 @@ bench/results/training-allocator.json). A grand-challenge job is one process per
 the question there is different: fewer page faults against a higher peak (memory the heap keeps instead of giving
 back is still counted in the resident set). Each layout runs the container's job exactly as the image does
 (`inference.py`, the shipped spec and weights, the task's shipped sample case, `--device cpu`) as a child process;
-the layouts alternate for `--rounds` rounds. Per run: wall time, the child's CPU time, minor page faults and peak
+the layouts alternate for `--rounds` rounds, their order swapped every other round. Per run: wall time, the child's CPU time, minor page faults and peak
 resident set (`os.wait4`'s rusage), and the mask's bytes, which must be the same in every run (the allocator only
 decides where freed memory goes).
 """
@@ -51,12 +51,13 @@ def run_once(task: int, layout: dict[str, str], out_dir: Path) -> dict:
     env.update(layout)
     cmd = [sys.executable, str(REPO / "inference.py"), "--input", str(SAMPLE[task]), "--output", str(out_dir),
            "--device", "cpu"]
-    t = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t
-    err = proc.stderr.read()
-    proc.stderr.close()
+    with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: a child's long stderr cannot block it
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t
+        log.seek(0)
+        err = log.read()
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"inference.py failed (status {os.waitstatus_to_exitcode(status)}):\n{err[-3000:]}")
     masks = sorted(out_dir.rglob("*.mha"))
@@ -80,7 +81,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         run_once(a.task, {}, Path(tmp))  # untimed: the page cache holds the weights and the image for every layout
         for r in range(a.rounds):
-            row = {name: run_once(a.task, env, Path(tmp)) for name, env in layouts.items()}
+            order = list(layouts) if r % 2 == 0 else list(layouts)[::-1]  # A-B, B-A, ...: no layout always first
+            row = {name: run_once(a.task, layouts[name], Path(tmp)) for name in order}
+            row["order"] = order
             base, kept = row["glibc_default"], row["glibc_kept"]
             row["speedup"] = round(base["wall_s"] / kept["wall_s"], 3)
             row["peak_rss_ratio"] = round(kept["peak_rss_mib"] / base["peak_rss_mib"], 3)

@@ -116,6 +116,7 @@ def _reproduce(tmp_path: Path, fails: int, tries: int, *steps: str, only: str = 
     fake = tmp_path / "python"
     fake.write_text(f"""#!/bin/sh
 echo "$@" >> {calls}
+printf '[%s]' "$@" >> {calls}.args; echo >> {calls}.args
 case "$1" in *train_specialist.py)
   case "$*" in *"{only}"*)
     n=$(cat {count}); echo $((n + 1)) > {count}
@@ -140,7 +141,9 @@ def test_reproduce_retries_a_network_that_did_not_learn_and_stops_after_its_trie
     stage1 = [c for c in calls if "nnUNetTrainerPhantom " in c + " "]
     assert len(stage1) == 2 and len(calls) == 3  # stage 1 twice, then stage 2 once
     # stage 1: the pancreas and a tumour head that fires (pretrain_retry), two words for train_specialist.py
-    assert all(c.endswith("--require-pseudo-dice pancreas=0.3 tumor=0.1") for c in stage1)
+    args = [a for a in (tmp_path / "a" / "calls.txt.args").read_text().splitlines() if "train_specialist.py]" in a]
+    assert [a.endswith("[--require-pseudo-dice][pancreas=0.3][tumor=0.1]") for a in args] == [True, True, False]
+    assert args[2].endswith("[--require-pseudo-dice][tumor=0.1]")
     assert "--require-pseudo-dice tumor=0.1" in calls[-1] and "TumourFocus" in calls[-1]
     assert all("--device cpu" in c for c in calls)  # reproduce.sh's DEVICE, cpu unless asked
     assert not any("--lr" in c for c in calls)  # stage 2 at the trainer's own learning rate unless P2_LR
@@ -176,12 +179,27 @@ def test_reproduce_retries_a_network_that_did_not_learn_and_stops_after_its_trie
     run, calls = _reproduce(tmp_path / "g", 0, 1, "train", T_CPU_AUTOCAST="off", T_CHANNELS_LAST="off")
     assert run.returncode == 0 and all("--cpu-autocast off --channels-last off" in c for c in calls)
 
-    # a stage 1 whose tumour head never fired is trained afresh (pretrain_retry), never built on by stage 2
+    # a stage 1 whose tumour head never fired is trained afresh (pretrain_retry): no stage 2 before one passes
     (tmp_path / "h").mkdir()
-    run, calls = _reproduce(tmp_path / "h", 1, 3, "pretrain", only="nnUNetTrainerPhantom ")
+    run, calls = _reproduce(tmp_path / "h", 2, 3, "pretrain", only="nnUNetTrainerPhantom ")
     assert run.returncode == 0, run.stderr
-    assert len(calls) == 3 and "TumourFocus" not in calls[1] and "TumourFocus" in calls[2]
-    assert not any("--fresh-heads" in c for c in calls)  # every run loads every weight of the one before
+    assert ["TumourFocus" in c for c in calls] == [False, False, False, True]
+    assert "run 2 of 3 did not learn (pancreas=0.3 tumor=0.1 not reached" in run.stderr
+
+    # a stage 2 older than its stage 1 (stage 1 trained afresh on a resume) is moved aside, never kept
+    for case, stage1_newer in (("s", True), ("t", False)):
+        results = tmp_path / case / "data" / "nnUNet_results" / "Dataset903_PhantomPretrain"
+        s1 = results / "nnUNetTrainerPhantom__nnUNetPlansPhantom__3d_fullres" / "fold_all" / "checkpoint_final.pth"
+        s2 = results / "nnUNetTrainerPhantomTumourFocus__nnUNetPlansPhantom__3d_fullres" / "fold_all" / "checkpoint_final.pth"
+        for f in (s1, s2):
+            f.parent.mkdir(parents=True)
+            f.write_bytes(b"x")
+        os.utime(s2 if stage1_newer else s1, (1_000_000, 1_000_000))
+        run, calls = _reproduce(tmp_path / case, 0, 1, "pretrain")
+        assert run.returncode == 0, run.stderr
+        assert s2.exists() != stage1_newer
+        assert len(list(s2.parent.parent.glob("fold_all.stale-*"))) == int(stage1_newer)
+        assert ("trained from an older stage 1" in run.stderr) == stage1_newer
 
     (tmp_path / "e").mkdir()  # the stage-2 remedy to try: its learning rate, and only stage 2's
     run, calls = _reproduce(tmp_path / "e", 0, 1, "pretrain", P2_LR="0.005")
@@ -249,6 +267,14 @@ def test_epochs_without_pseudo_dice_are_left_out_and_none_at_all_never_passes():
         "pseudo Dice over the last 2 epochs: tumor 0.000 < 0.1"
     assert collapse.collapse_reason([[nan, nan]] * 12, LABELS, {"tumor": 0.0, "pancreas": 0.3}) == \
         "pseudo Dice over the last 5 epochs: tumor not logged, pancreas not logged"
+
+
+def test_fresh_heads_without_a_checkpoint_is_refused_before_training(tmp_path):
+    env, run = _results_layout(tmp_path)
+    r = subprocess.run([sys.executable, str(REPO / "training" / "train_specialist.py"), "--dataset", "901",
+                        "--trainer", "nnUNetTrainerPhantom", "--plans", "nnUNetPlansTiny", "--fold", "0",
+                        "--epochs", "2", "--fresh-heads"], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 2 and "--fresh-heads needs --pretrained" in r.stderr, r.stderr[-2000:]
 
 
 @pytest.mark.parametrize("fresh_heads", [False, True])

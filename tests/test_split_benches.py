@@ -112,6 +112,8 @@ def test_committed_inference_allocator_results_are_their_own_ratios():
                 r["glibc_kept"]["peak_rss_mib"] / r["glibc_default"]["peak_rss_mib"], abs=1e-3)
         assert doc["speedup_median"] == statistics.median(r["speedup"] for r in doc["rounds"])
         assert doc["speedup_median"] > 1  # what the Dockerfile's ENV rests on
+        firsts = [r["order"][0] for r in doc["rounds"]]  # no layout always ran first
+        assert len(doc["rounds"]) >= 4 and all(a != b for a, b in zip(firsts, firsts[1:]))
 
 
 def test_inference_allocator_refuses_an_env_sh_without_its_three_settings(tmp_path, monkeypatch):

@@ -257,7 +257,7 @@ def main() -> None:
               "oversample_foreground_percent": tr.oversample_foreground_percent, "validation_s": round(t_val, 1),
               "epochs": max(tr.num_epochs, tr.current_epoch),  # a checkpoint with more epochs is not cut back
               "iterations_per_epoch": tr.num_iterations_per_epoch, "lr": tr.initial_lr,
-              "pretrained": a.pretrained, "fresh_heads": a.fresh_heads, "mirrored_validation": bool(a.mirror_validation),
+              "pretrained": a.pretrained, "fresh_heads": bool(a.fresh_heads and not resumed), "mirrored_validation": bool(a.mirror_validation),
               "validation_tile_step": a.val_step, "device": str(tr.device), "cpu_autocast": tr.cpu_autocast,
               "channels_last": tr.channels_last}
     seeded = join(tr.output_folder, "seeded_from.json")

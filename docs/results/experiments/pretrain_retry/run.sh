@@ -35,12 +35,12 @@ for v in $VARIANTS; do
   nnUNet_results=$out OMP_NUM_THREADS=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc) "$PY" "$REPO/training/train_specialist.py" --dataset 903 \
     --trainer nnUNetTrainerPhantomTumourFocus --fold all --epochs "${P2_EPOCHS:-24}" "${args[@]}" \
     --pretrained "$W/stage1_checkpoint_final.pth" --cpu-autocast auto --channels-last on --skip-validation \
-    --device cpu --require-pseudo-dice tumor=0.1 > "$W/$v.log" 2>&1 || rc=$?
+    --device cpu --require-pseudo-dice tumor=0.1 >> "$W/$v.log" 2>&1 || rc=$?
   if (( rc != 0 && rc != 3 )); then echo "run.sh: $v failed (status $rc), see $W/$v.log" >&2; exit "$rc"; fi
   "$PY" - "$W/$v.log" "$HERE/$v.json" "$rc" "${args[*]}" <<'PY'
 import json, re, sys
 log, out, rc, args = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-dice = [[float(x) for x in re.findall(r"np\.float32\(([0-9.e-]+)\)", line)]
+dice = [[float(x) for x in re.findall(r"np\.float32\(([^)]*)\)", line)]  # float() reads nan too
         for line in open(log) if "Pseudo dice" in line]
 tumour = [d[0] for d in dice]
 json.dump({"args": args, "learned": rc == 0, "epochs": len(dice), "tumour_pseudo_dice": tumour,
