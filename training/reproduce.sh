@@ -282,22 +282,22 @@ step_train() {
 }
 
 step_oof() {
-  local t m f pids threads
+  local t m f pids threads oof
   # on the CPU the two folds side by side, the cores shared: 1.28x (Task 1) and 1.14x (Task 2) the cases per
   # minute of one process on both cores, the same maps to 2e-6 (bench/results/inference-split-task*.json)
   threads=$(( $(cores) / 2 )); (( threads >= 1 )) || threads=1
   for t in $TASKS; do
     for m in $MEMBERS; do
       stamp "out-of-fold maps: Task $t $m"
+      oof=("$PY" "$HERE/predict_oof.py" --model "$(model_dir "$t" "$m")" --raw "$nnUNet_raw/${DS[$t]}" \
+        --device "$DEVICE" --out "$PANTHER_DATA/oof/${DS[$t]}/$m")
       if [ "$DEVICE" != cpu ]; then
-        "$PY" "$HERE/predict_oof.py" --model "$(model_dir "$t" "$m")" --raw "$nnUNet_raw/${DS[$t]}" \
-          --device "$DEVICE" --out "$PANTHER_DATA/oof/${DS[$t]}/$m" >> "$LOGS/oof_t${t}_$m.log" 2>&1
+        "${oof[@]}" >> "$LOGS/oof_t${t}_$m.log" 2>&1
         continue
       fi
       pids=()
       for f in 0 1; do
-        "$PY" "$HERE/predict_oof.py" --model "$(model_dir "$t" "$m")" --raw "$nnUNet_raw/${DS[$t]}" --folds "$f" \
-          --threads "$threads" --device "$DEVICE" --out "$PANTHER_DATA/oof/${DS[$t]}/$m" >> "$LOGS/oof_t${t}_${m}_f$f.log" 2>&1 &
+        "${oof[@]}" --folds "$f" --threads "$threads" >> "$LOGS/oof_t${t}_${m}_f$f.log" 2>&1 &
         pids+=($!)
       done
       wait_all "${pids[@]}"
