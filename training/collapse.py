@@ -82,10 +82,11 @@ def collapse_reason(dice_history: list, labels: list[str], floors: dict[str, flo
     return f"pseudo Dice over the last {len(tail)} epochs: {', '.join(low)}"
 
 
-def move_aside(fold_folder: str, stamp: str | None = None) -> str:
-    """Rename a collapsed run's folder so that the next run starts from scratch; returns the new path."""
+def move_aside(fold_folder: str, stamp: str | None = None, why: str = "collapsed") -> str:
+    """Rename a run's folder (collapsed, or stale: training/lineage.py) so that the next run starts from scratch,
+    nothing deleted; returns the new path, <fold folder>.<why>-<time>."""
     stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
-    target = f"{fold_folder.rstrip(os.sep)}.collapsed-{stamp}"
+    target = f"{fold_folder.rstrip(os.sep)}.{why}-{stamp}"
     os.rename(fold_folder, target)
     return target
 

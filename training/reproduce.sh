@@ -231,12 +231,8 @@ step_pretrain() {
   # (docs/results/experiments/pretrain_retry/): such a stage 1 is trained afresh, not built on
   OMP_NUM_THREADS=$threads learn "$LOGS/pretrain_903.log" "pancreas=0.3 tumor=0.1" --dataset 903 --trainer nnUNetTrainerPhantom \
     --fold all --epochs "$P_EPOCHS" --cpu-autocast "$P_CPU_AUTOCAST" --channels-last "$P_CHANNELS_LAST" --skip-validation
-  if [ -f "$PRE" ] && [ "$PRE1" -nt "$PRE" ]; then
-    # stage 1 was trained afresh (a resumed rebuild under a stricter floor): a stage 2 from the old one is stale
-    local stale; stale="$(dirname "$PRE").stale-$(date +%Y%m%d-%H%M%S)"
-    mv "$(dirname "$PRE")" "$stale"
-    stamp "stage 2 was trained from an older stage 1: moved aside to $stale" >&2
-  fi
+  # a stage 2 (and later a specialist) that started from an older network than today's is moved aside and
+  # trained afresh by train_specialist.py itself (training/lineage.py)
   stamp "pre-training stage 2 (tumour focus) on ${DS[0]}"
   OMP_NUM_THREADS=$threads learn "$LOGS/pretrain2_903.log" tumor=0.1 --dataset 903 \
     --trainer nnUNetTrainerPhantomTumourFocus --fold all --epochs "$P2_EPOCHS" ${P2_LR:+--lr "$P2_LR"} \

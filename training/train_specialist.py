@@ -23,6 +23,7 @@ import time
 import torch
 
 import collapse  # training/, the script's own folder
+import lineage
 from panther_ensemble.runtime import native_bf16  # one test of native bfloat16, shared with the engine
 
 
@@ -162,6 +163,7 @@ def main() -> None:
     from batchgenerators.utilities.file_and_folder_operations import load_json, join
     from nnunetv2.paths import nnUNet_preprocessed
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
     import trainers
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
@@ -175,9 +177,18 @@ def main() -> None:
     except ValueError as e:
         ap.error(str(e))
     plans["continue_training"] = False  # as nnU-Net's run_training does
+    # before the trainer exists (it opens its log in the folder): a run there that started from another network
+    # than --pretrained is today is moved aside, not resumed nor kept (training/lineage.py)
+    fold_folder = get_output_folder(name, a.trainer, a.plans, a.configuration, a.fold)
+    stale = lineage.stale_reason(fold_folder, a.pretrained)
+    if stale:
+        moved = collapse.move_aside(fold_folder, why="stale")
+        print(f"train_specialist: {fold_folder}: {stale}; moved to {moved}, training afresh", file=sys.stderr, flush=True)
     cls = getattr(trainers, a.trainer)
     tr = cls(plans=plans, configuration=a.configuration, fold=a.fold, dataset_json=dataset_json,
              device=device)
+    if os.path.abspath(tr.output_folder) != os.path.abspath(fold_folder):  # the lineage check looked elsewhere
+        raise RuntimeError(f"{a.trainer} writes to {tr.output_folder}, not to nnU-Net's {fold_folder}")
     if a.epochs is not None:
         tr.num_epochs = a.epochs
     if a.iters is not None:
@@ -228,6 +239,7 @@ def main() -> None:
     elif a.pretrained:
         tr.initialize()
         tr.print_to_log_file(load_initial_weights(tr.network, a.pretrained, a.fresh_heads))
+        lineage.record(tr.output_folder, a.pretrained)
     t0 = time.time()
     tr.run_training()
     t_train = time.time() - t0
