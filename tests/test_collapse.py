@@ -283,3 +283,26 @@ def test_a_run_starts_from_every_weight_of_its_checkpoint_or_with_fresh_heads(fr
     assert any(not torch.equal(own[k], saved[k]) for k in heads)  # the two cases can be told apart
     assert ("except the segmentation heads" in line) == fresh_heads
 
+
+
+def test_fresh_heads_load_to_the_cpu_and_refuse_a_checkpoint_of_another_network(tmp_path, monkeypatch):
+    """A stage 2 saved on a GPU machine loads on this one (map_location, which nnU-Net's own fine-tuning loader
+    lacks), and a checkpoint missing a feature weight is refused, not half-loaded."""
+    from modelfactory import build_network
+
+    plans = json.loads((TINY / "plans.json").read_text())
+    network = build_network(plans, json.loads((TINY / "dataset.json").read_text()))
+    seen = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: (seen.append(k.get("map_location")), real_load(*a, **k))[1])
+    for fresh in (False, True):
+        train_specialist.load_initial_weights(network, str(TINY / "fold_0" / "checkpoint_final.pth"), fresh)
+    assert seen == ["cpu", "cpu"]
+
+    ckpt = real_load(TINY / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    feature = next(k for k in ckpt["network_weights"] if ".seg_layers." not in k)
+    del ckpt["network_weights"][feature]
+    torch.save(ckpt, tmp_path / "other.pth")
+    with pytest.raises(RuntimeError, match="does not fit the network: missing") as refused:
+        train_specialist.load_initial_weights(network, str(tmp_path / "other.pth"), True)
+    assert f"'{feature}'" in str(refused.value)

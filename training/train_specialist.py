@@ -94,18 +94,20 @@ def on_off(value: str) -> bool:
 
 def load_initial_weights(network, checkpoint: str, fresh_heads: bool) -> str:
     """A new run's weights from another run's checkpoint; the line for the training log."""
+    # map_location: a checkpoint saved on a GPU machine loads on the CPU (nnU-Net's load_pretrained_weights has none)
+    weights = torch.load(checkpoint, map_location="cpu", weights_only=False)["network_weights"]
     if fresh_heads:
         # a retry of a run that did not learn the tumour from a network whose tumour head never fired: the
-        # features are kept, the heads start unbiased (nnU-Net's own fine-tuning loader skips `.seg_layers.`)
-        from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
-
-        load_pretrained_weights(network, checkpoint)
+        # features are kept, the heads start unbiased (what nnU-Net's fine-tuning loader skips: `.seg_layers.`)
+        features = {k: v for k, v in weights.items() if ".seg_layers." not in k}
+        missing, unexpected = network.load_state_dict(features, strict=False)
+        if unexpected or any(".seg_layers." not in k for k in missing):
+            raise RuntimeError(f"{checkpoint} does not fit the network: missing {missing}, unexpected {unexpected}")
         return f"loaded the weights from {checkpoint} except the segmentation heads (fresh)"
     # nnU-Net's load_pretrained_weights skips the segmentation heads (it allows a different label set); ours are
     # the same three labels, and discarding the heads threw away the tumour detector that the pre-training had
     # learned (fine-tuning restarted at tumour Dice 0). Load everything, strictly.
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    network.load_state_dict(ckpt["network_weights"], strict=True)
+    network.load_state_dict(weights, strict=True)
     return f"loaded all weights (segmentation heads included) from {checkpoint}"
 
 
