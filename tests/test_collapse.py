@@ -287,7 +287,7 @@ def test_a_run_starts_from_every_weight_of_its_checkpoint_or_with_fresh_heads(fr
 
 def test_fresh_heads_load_to_the_cpu_and_refuse_a_checkpoint_of_another_network(tmp_path, monkeypatch):
     """A stage 2 saved on a GPU machine loads on this one (map_location, which nnU-Net's own fine-tuning loader
-    lacks), and a checkpoint missing a feature weight is refused, not half-loaded."""
+    lacks), and a checkpoint missing a feature weight or holding a foreign one is refused: the run stops there."""
     from modelfactory import build_network
 
     plans = json.loads((TINY / "plans.json").read_text())
@@ -301,8 +301,13 @@ def test_fresh_heads_load_to_the_cpu_and_refuse_a_checkpoint_of_another_network(
 
     ckpt = real_load(TINY / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     feature = next(k for k in ckpt["network_weights"] if ".seg_layers." not in k)
-    del ckpt["network_weights"][feature]
+    kept = ckpt["network_weights"].pop(feature)
     torch.save(ckpt, tmp_path / "other.pth")
     with pytest.raises(RuntimeError, match="does not fit the network: missing") as refused:
         train_specialist.load_initial_weights(network, str(tmp_path / "other.pth"), True)
     assert f"'{feature}'" in str(refused.value)
+    ckpt["network_weights"][feature] = kept
+    ckpt["network_weights"]["decoder.foreign.weight"] = torch.zeros(1)
+    torch.save(ckpt, tmp_path / "foreign.pth")
+    with pytest.raises(RuntimeError, match="unexpected \\['decoder.foreign.weight'\\]"):
+        train_specialist.load_initial_weights(network, str(tmp_path / "foreign.pth"), True)

@@ -9,8 +9,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 import torch
 from tinydata import TINY, tiny_dataset
 
@@ -51,6 +53,15 @@ def test_a_run_from_an_older_network_is_moved_aside_and_trained_afresh(tmp_path)
     assert same.returncode == 0 and "nothing to do" in same.stdout, same.stderr[-3000:]
     assert not list(run.parent.glob("fold_0.stale-*"))
 
+    # the same bytes with newer times (a copy, a touch) and a run stopped mid-way: resumed, not moved aside
+    os.utime(pre, (time.time() + 100,) * 2)
+    (run / "checkpoint_final.pth").rename(run / "checkpoint_latest.pth")
+    (run / "phantom_timing.json").unlink()
+    resumed = _train(env, pre)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in "".join(p.read_text() for p in run.glob("training_log_*.txt"))
+    assert not list(run.parent.glob("fold_0.stale-*")) and json.loads((run / lineage.RECORD).read_text()) == kept
+
     _network(pre, 1.01)  # pre-trained again, same path: the run built on the old one goes, a new one is trained
     again = _train(env, pre)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -62,8 +73,13 @@ def test_a_run_from_an_older_network_is_moved_aside_and_trained_afresh(tmp_path)
     assert json.loads((run / lineage.RECORD).read_text())["sha256"] == lineage.sha256(str(pre))
     assert "TIMING" in again.stdout and (run / "checkpoint_final.pth").is_file()
 
+    gone = _train(env, tmp_path / "gone.pth")  # the network is missing: one line, exit 2, the run left as it is
+    assert gone.returncode == 2 and gone.stderr.strip().splitlines()[-1].endswith(
+        f"--pretrained {tmp_path}/gone.pth: no such file (the network the run in {run} starts or started from)")
+    assert (run / "checkpoint_final.pth").is_file() and len(list(run.parent.glob("fold_0.stale-*"))) == 1
 
-def test_a_run_without_a_record_is_judged_by_time_and_a_seeded_run_is_never_stale(tmp_path):
+
+def test_a_run_without_a_record_is_judged_once_by_time_and_a_seeded_run_is_never_stale(tmp_path):
     run = tmp_path / "fold_0"
     run.mkdir()
     pre = tmp_path / "pretrained.pth"
@@ -75,9 +91,25 @@ def test_a_run_without_a_record_is_judged_by_time_and_a_seeded_run_is_never_stal
         f"its checkpoints are older than {pre}, so it cannot have started from it"
     (run / "checkpoint_final.pth").write_bytes(b"run")  # written after the network: may have started from it
     assert lineage.stale_reason(str(run), str(pre)) is None
+    # judged once: the run gets its record, and a later touch of the network (same bytes) does not move it
+    assert json.loads((run / lineage.RECORD).read_text()) == {"pretrained": str(pre), "sha256": lineage.sha256(str(pre)),
+                                                              "judged_by": "time"}
+    os.utime(pre, (time.time() + 100,) * 2)
+    assert lineage.stale_reason(str(run), str(pre)) is None
+    (run / lineage.RECORD).write_text('{"sha2')  # unreadable: judged by time again
+    assert lineage.stale_reason(str(run), str(pre)).startswith("its checkpoints are older than")
+    pre.write_bytes(b"another network")
+    (tmp_path / "old.pth").write_bytes(b"network")
+    lineage.record(str(run), str(tmp_path / "old.pth"))  # a readable record of the old network: judged by content
+    assert lineage.stale_reason(str(run), str(pre)).startswith(f"it started from another {pre}")
+    lineage.forget(str(run))  # a run from scratch keeps no record
+    assert not (run / lineage.RECORD).exists()
     (run / "checkpoint_final.pth").unlink()
 
     assert lineage.stale_reason(str(run), None) is None  # a run from scratch has no network to be stale against
     (run / "seeded_from.json").write_text("{}")  # its first weights are a shipped member's, not the network's
     assert lineage.stale_reason(str(run), str(pre)) is None
     assert lineage.stale_reason(str(tmp_path / "none"), str(pre)) is None  # no run, nothing to judge
+    with pytest.raises(lineage.LineageError, match=f"--pretrained {tmp_path}/gone.pth: no such file"):
+        lineage.stale_reason(str(tmp_path / "none"), str(tmp_path / "gone.pth"))
+    assert lineage.stale_reason(str(run), str(tmp_path / "gone.pth")) is None  # seeded: the network is not needed

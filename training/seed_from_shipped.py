@@ -95,14 +95,16 @@ def main() -> None:
         # set by nnU-Net when it builds the data loaders, which seeding does not: keep the shipped member's
         tr.inference_allowed_mirroring_axes = shipped["inference_allowed_mirroring_axes"]
         tr.current_epoch = epochs - 1  # save_checkpoint stores current_epoch + 1, as at the end of training
-        tr.save_checkpoint(final)
         with open(source, "rb") as f:
             digest = hashlib.sha256(f.read()).hexdigest()
         provenance = {"seeded_from": source, "sha256": digest, "epochs": epochs,
                       "not_kept": "SGD momentum (restarts at zero), the shipped run's log (NaN)"}
-        tr.print_to_log_file(f"seeded from {source} at epoch {epochs}: {json.dumps(provenance)}")
+        # before the checkpoint: a kill between the two must not leave a seeded checkpoint that reads as a run
+        # trained from --pretrained (training/lineage.py); a provenance without a checkpoint is seeded again
         with open(join(out, "seeded_from.json"), "w") as f:
             json.dump(provenance, f, indent=2)
+        tr.save_checkpoint(final)
+        tr.print_to_log_file(f"seeded from {source} at epoch {epochs}: {json.dumps(provenance)}")
         with open(join(out, "phantom_timing.json"), "w") as f:
             json.dump({"epochs": epochs, "train_s": None, "seeded_from": source}, f, indent=2)
         print(f"{final}: seeded at epoch {epochs} from {source}", flush=True)

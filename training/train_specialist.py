@@ -96,13 +96,15 @@ def load_initial_weights(network, checkpoint: str, fresh_heads: bool) -> str:
     """A new run's weights from another run's checkpoint; the line for the training log."""
     # map_location: a checkpoint saved on a GPU machine loads on the CPU (nnU-Net's load_pretrained_weights has none)
     weights = torch.load(checkpoint, map_location="cpu", weights_only=False)["network_weights"]
+    network = getattr(network, "_orig_mod", network)  # a torch.compile'd network keeps its weights in the original
     if fresh_heads:
         # a retry of a run that did not learn the tumour from a network whose tumour head never fired: the
         # features are kept, the heads start unbiased (what nnU-Net's fine-tuning loader skips: `.seg_layers.`)
         features = {k: v for k, v in weights.items() if ".seg_layers." not in k}
         missing, unexpected = network.load_state_dict(features, strict=False)
         if unexpected or any(".seg_layers." not in k for k in missing):
-            raise RuntimeError(f"{checkpoint} does not fit the network: missing {missing}, unexpected {unexpected}")
+            raise RuntimeError(f"{checkpoint} does not fit the network: missing {missing}, unexpected {unexpected} "
+                               "(the run must not go on from it)")
         return f"loaded the weights from {checkpoint} except the segmentation heads (fresh)"
     # nnU-Net's load_pretrained_weights skips the segmentation heads (it allows a different label set); ours are
     # the same three labels, and discarding the heads threw away the tumour detector that the pre-training had
@@ -181,8 +183,11 @@ def main() -> None:
     plans["continue_training"] = False  # as nnU-Net's run_training does
     # before the trainer exists (it opens its log in the folder): a run there that started from another network
     # than --pretrained is today is moved aside, not resumed nor kept (training/lineage.py)
-    fold_folder = get_output_folder(name, a.trainer, a.plans, a.configuration, a.fold)
-    stale = lineage.stale_reason(fold_folder, a.pretrained)
+    fold_folder = get_output_folder(plans["dataset_name"], a.trainer, plans["plans_name"], a.configuration, a.fold)
+    try:
+        stale = lineage.stale_reason(fold_folder, a.pretrained)
+    except lineage.LineageError as e:
+        ap.error(str(e))
     if stale:
         moved = collapse.move_aside(fold_folder, why="stale")
         print(f"train_specialist: {fold_folder}: {stale}; moved to {moved}, training afresh", file=sys.stderr, flush=True)
@@ -242,6 +247,8 @@ def main() -> None:
         tr.initialize()
         tr.print_to_log_file(load_initial_weights(tr.network, a.pretrained, a.fresh_heads))
         lineage.record(tr.output_folder, a.pretrained)
+    else:
+        lineage.forget(tr.output_folder)
     t0 = time.time()
     tr.run_training()
     t_train = time.time() - t0
