@@ -126,6 +126,30 @@ def decompression_bomb(c: Case) -> None:
                         + data)
 
 
+def nifti_image(origin=(0.0, 0.0, 0.0), pixdim_x: float | None = None):
+    """The test image as an uncompressed NIfTI in the socket (the .mha removed); pixdim_x: written over the stored
+    pixdim[1] (NIfTI-1, little-endian float32 at byte 80), which SimpleITK would not write negative."""
+    def setup(c: Case) -> None:
+        image = sitk.ReadImage(str(c.source))
+        image.SetOrigin(origin)
+        c.image.unlink()
+        path = c.socket / f"{UUID}.nii"
+        sitk.WriteImage(image, str(path))
+        if pixdim_x is not None:
+            raw = bytearray(path.read_bytes())
+            raw[80:84] = np.float32(pixdim_x).tobytes()
+            path.write_bytes(bytes(raw))
+    return setup
+
+
+def float64_voxel(value: float):
+    def setup(c: Case) -> None:
+        a = source_array(c).astype(np.float64)
+        a[5, 20, 20] = value
+        replace_image(c, a)
+    return setup
+
+
 def inputs_json(entries):
     return lambda c: (c.input / "inputs.json").write_text(entries if isinstance(entries, str) else json.dumps(entries))
 
@@ -223,6 +247,8 @@ KINDS = [
     Kind("inputs_json_not_a_list", inputs_json({"slug": "abdominal-t1-mri"}), "expected a JSON list of socket entries"),
     Kind("inputs_json_entry_without_slug", inputs_json([{"interface": {}}]), "entry 0 has no interface.slug"),
     Kind("inputs_json_unknown_slug", inputs_json([{"interface": {"slug": "ct-image"}}]), "names no known input socket"),
+    Kind("inputs_json_slug_not_a_string", inputs_json([{"interface": {"slug": ["abdominal-t1-mri"]}}]),
+         "entry 0: interface.slug must be a string, got list"),
     Kind("socket_folder_missing", inputs_json([{"interface": {"slug": "abdominal-t2-mri"}}]),
          "abdominal-t2-mri: socket folder does not exist"),
     Kind("socket_empty", lambda c: c.image.unlink(), "no image in the socket folder"),
@@ -243,12 +269,20 @@ KINDS = [
     Kind("image_complex", lambda c: sitk.WriteImage(sitk.Image(5, 4, 3, sitk.sitkComplexFloat32), str(c.image)),
          "expected a scalar image, got 2 components per voxel"),
     Kind("image_empty", header_edit("DimSize = 70 60 20", "DimSize = 70 0 20"), "empty image of size (70, 0, 20)"),
+    Kind("image_size_negative", header_edit("DimSize = 70 60 20", "DimSize = 70 -60 20"),
+         "negative size in the header: (70, -60, 20)"),
     Kind("voxel_nan", bad_voxel(np.nan), "1 voxel is NaN or infinite"),
+    Kind("voxel_beyond_float32", float64_voxel(1e300), "1 voxel is beyond the float32 range (|value| > 3.4e+38)"),
     Kind("voxel_infinite", bad_voxel(np.inf), "1 voxel is NaN or infinite"),
     Kind("spacing_zero", header_edit("ElementSpacing = 1.2 1.2 3", "ElementSpacing = 1.2 0 3"),
          "spacing must be positive and finite, got (1.2, 0.0, 3.0)"),
     Kind("spacing_negative", header_edit("ElementSpacing = 1.2 1.2 3", "ElementSpacing = 1.2 -1.2 3"),
          "spacing must be positive and finite, got (1.2, -1.2, 3.0)"),
+    Kind("spacing_negative_nifti", nifti_image(pixdim_x=-1.2), "spacing must be positive and finite, got (-1.2"),
+    Kind("spacing_absurd", header_edit("ElementSpacing = 1.2 1.2 3", "ElementSpacing = 1e300 1e300 1e300"),
+         "spacing 1e+300 x 1e+300 x 1e+300 mm (x, y, z) gives member A"),
+    Kind("origin_nan", header_edit("Offset = 0 0 0", "Offset = nan 0 0"), "origin must be finite, got (nan, 0.0, 0.0)"),
+    Kind("origin_nan_nifti", nifti_image(origin=(float("nan"), 0.0, 0.0)), "origin must be finite, got (nan"),
     Kind("spacing_tiny", spacing(0.001), "spacing 0.001 x 0.001 x 0.001 mm (x, y, z) gives member A (spacing 1.5 x "
                                          "1.5 x 3 mm) a network grid of 0 x 0 x 0 voxels, empty along an axis"),
     Kind("spacing_huge", spacing(10000.0), "spacing 10000 x 10000 x 10000 mm (x, y, z) gives member A"),
@@ -445,3 +479,34 @@ def test_predict_command_reports_bad_input_in_one_line(tmp_path):
         row = next(csv.DictReader(f))
     assert (row["status"], row["error"]) == ("failed", message)
     assert not list((tmp_path / "many").glob("*.mha"))
+
+
+def test_an_unreadable_image_is_named_as_such(case, capfd, monkeypatch):
+    """The platform runs as a user, not root: a file it may not read is not 'a file of no known format' (ITK's
+    word for it). Root reads any file, so the permission check is made to answer no for the image."""
+    import panther_ensemble.io.images as images
+
+    real = os.access
+    monkeypatch.setattr(images.os, "access", lambda p, mode: False if Path(p) == case.image else real(p, mode))
+    status, err = run_case(case, capfd, monkeypatch)
+    assert status == 2 and err == f"error: {case.image}: permission denied: this user cannot read the file\n", err
+    assert snapshot(case.output) is None
+
+
+def test_a_file_name_with_a_newline_stays_one_line(case, capfd, monkeypatch):
+    shutil.copy(case.source, case.socket / "a\nb.mha")
+    status, err = run_case(case, capfd, monkeypatch)
+    assert status == 2 and err.count("\n") == 1, err
+    assert err.rstrip("\n").endswith("expected exactly one image, found 2: 1b2c3d4e-0000-4000-8000-000000000000.mha, "
+                                      "a\\nb.mha"), err
+
+
+def test_an_uncompressed_nifti_named_nii_gz_is_read_as_itk_reads_it(tmp_path, mri_file):
+    from panther_ensemble.io.images import read_image
+
+    image = sitk.ReadImage(str(mri_file))
+    sitk.WriteImage(image, str(tmp_path / "x.nii"))
+    (tmp_path / "x.nii").rename(tmp_path / "x.nii.gz")  # not gzip inside: nibabel refuses it, ITK reads it
+    array, geometry = read_image(tmp_path / "x.nii.gz")
+    np.testing.assert_array_equal(array, sitk.GetArrayFromImage(image).astype(np.float32))
+    assert geometry.spacing_xyz == pytest.approx(image.GetSpacing())

@@ -19,9 +19,15 @@ class InputError(Exception):
     """Bad input from the user: the message is one line, names the file and says what is wrong."""
 
     def __init__(self, where: object, problem: str):
-        self.where = str(where)
-        self.problem = problem
-        super().__init__(f"{self.where}: {problem}")
+        # a file name may hold a newline: escaped, the message stays one line
+        self.where = printable(str(where))
+        self.problem = printable(problem)
+        super().__init__(f"{self.where}: {self.problem}")
+
+
+def printable(text: str) -> str:
+    """Control characters as Python escapes ('a\\nb.mha'); every other character, non-ASCII included, as is."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 class OutOfMemory(MemoryError):

@@ -130,13 +130,20 @@ def check_grids(ensemble, geometry: Geometry, image: np.ndarray | None = None, w
                 f"{_xyz(target[::-1])} mm) a network grid of {_xyz(grid[::-1], int)} voxels")
         if min(grid) < 1:
             raise InputError(where, f"{said}, empty along an axis; is the spacing in millimetres?")
-        raise InputError(where, f"{said} ({voxels:.3g} voxels, {bytes_text(4.0 * voxels)} per float32 map), above "
+        raise InputError(where, f"{said} ({_count(voxels, exact_below=0)} voxels, {bytes_text(4 * voxels)} per float32 map), above "
                                 f"the limit of {limit} voxels (PANTHER_MAX_GRID_VOXELS); is the spacing in "
                                 "millimetres?")
     return grids
 
 
 def _xyz(values, kind=float) -> str:
-    if kind is int:
-        return " x ".join(str(int(v)) for v in values)
+    if kind is int:  # an absurd spacing gives grids of hundreds of digits: those as powers of ten
+        return " x ".join(_count(int(v)) for v in values)
     return " x ".join(f"{float(v):g}" for v in values)
+
+
+def _count(n: int, exact_below: int = 10 ** 12) -> str:
+    """A whole number for people: as is below `exact_below`, else '1.13e+16', or 'about 1e904' past any float."""
+    if n < exact_below:
+        return str(n)
+    return f"{float(n):.3g}" if n < 10 ** 300 else f"about 1e{len(str(n)) - 1}"

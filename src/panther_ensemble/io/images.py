@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import logging
+import os
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,13 +134,18 @@ def read_image(path: Path | str) -> tuple[np.ndarray, Geometry]:
         array = sitk.GetArrayFromImage(image)
         if np.iscomplexobj(array):
             raise InputError(path, "complex-valued voxels are not an MRI intensity image")
+        if not np.isfinite(array).all():  # before the float32 copy, which would turn a huge value infinite
+            bad = int(np.count_nonzero(~np.isfinite(array)))
+            raise InputError(path, f"{bad} voxel{' is' if bad == 1 else 's are'} NaN or infinite")
+        if array.dtype.kind == "f" and array.dtype.itemsize > 4:
+            big = int(np.count_nonzero(np.abs(array) > np.finfo(np.float32).max))
+            if big:
+                raise InputError(path, f"{big} voxel{' is' if big == 1 else 's are'} beyond the float32 range "
+                                       f"(|value| > {np.finfo(np.float32).max:.3g})")
         array = array.astype(np.float32, copy=False)
     except MemoryError as exc:
         raise OutOfMemory(f"reading {path}", f"{size_text(geometry.size_xyz, image.GetPixelIDTypeAsString())} "
                                              f"({one_line(str(exc), 120)})") from None
-    if not np.isfinite(array).all():
-        bad = int(np.count_nonzero(~np.isfinite(array)))
-        raise InputError(path, f"{bad} voxel{' is' if bad == 1 else 's are'} NaN or infinite")
     return array, geometry
 
 
@@ -144,6 +153,8 @@ def _read_header(path: Path) -> sitk.ImageFileReader:
     """A reader holding the file's header (ITK's output captured), or one line on why there is none."""
     if not path.is_file():
         raise InputError(path, "not a file" if path.exists() else "no such image file")
+    if not os.access(path, os.R_OK):  # ITK would call it a file of no known format
+        raise InputError(path, "permission denied: this user cannot read the file")
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     _, failure, itk_text = itk_call(reader.ReadImageInformation)
@@ -165,13 +176,20 @@ def _read_itk(path: Path, intensity: bool) -> sitk.Image:
         raise InputError(path, f"expected a scalar image, got {components} components per voxel")
     if dimension != 3:
         raise InputError(path, f"expected a 3D image, got {dimension}D of size {size}")
+    declared = _declared_header(path)
+    if "size" in declared and min(declared["size"]) < 0:  # ITK reads -60 as 4294967236
+        raise InputError(path, f"negative size in the header: {tuple(int(v) for v in declared['size'])}")
     if min(size) < 1:
         raise InputError(path, f"empty image of size {size}")
     if intensity:
-        declared = _declared_spacing(path)
-        spacing = np.asarray(declared if declared is not None else reader.GetSpacing(), dtype=float)
+        spacing = np.asarray(declared.get("spacing", reader.GetSpacing()), dtype=float)
         if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
             raise InputError(path, f"spacing must be positive and finite, got {tuple(float(s) for s in spacing)}")
+    # ITK reads a MetaImage's NaN offset as 0 and passes a NIfTI's NaN on: either way the mask would not sit where
+    # the image does
+    origin = np.asarray(declared.get("origin", reader.GetOrigin()), dtype=float)
+    if not np.all(np.isfinite(origin)) or not np.all(np.isfinite(reader.GetOrigin())):
+        raise InputError(path, f"origin must be finite, got {tuple(float(v) for v in origin)}")
     problem = direction_problem(reader.GetDirection(), orthonormal=intensity)
     if problem is not None:
         raise InputError(path, problem)
@@ -192,26 +210,46 @@ def _read_itk(path: Path, intensity: bool) -> sitk.Image:
     return image
 
 
-def _declared_spacing(path: Path) -> tuple[float, ...] | None:
-    """The spacing as written in the file header. ITK silently turns a negative MetaImage or NIfTI
-    spacing into a positive one with a flipped direction; a negative spacing is a broken file, so look."""
+def _declared_header(path: Path) -> dict[str, tuple[float, ...]]:
+    """Spacing, origin and size as written in the file header, where this format's header is read here: ITK
+    silently turns a negative MetaImage or NIfTI spacing into a positive one with a flipped direction, reads a
+    MetaImage's NaN offset as 0 and a negative size as a huge one; each is a broken file, so look. Keys absent
+    when unknown (another format, an unreadable header: ITK then says what is wrong)."""
     name = path.name.lower()
+    found: dict[str, tuple[float, ...]] = {}
     try:
         if name.endswith((".mha", ".mhd")):
+            keys = {"ElementSpacing": "spacing", "ElementSize": "spacing", "Offset": "origin", "Position": "origin",
+                    "Origin": "origin", "DimSize": "size"}
             with open(path, "rb") as f:
                 for raw in f:
                     key, _, value = raw.decode("latin-1").partition("=")
-                    if key.strip() in ("ElementSpacing", "ElementSize"):
-                        return tuple(float(v) for v in value.split())
-                    if key.strip() == "ElementDataFile":
+                    key = key.strip()
+                    if key in keys and keys[key] not in found:
+                        found[keys[key]] = tuple(float(v) for v in value.split())
+                    if key == "ElementDataFile":
                         break
         elif name.endswith((".nii", ".nii.gz")):
-            import nibabel
+            pixdim = _nifti_pixdim(path)
+            if pixdim is not None:
+                found["spacing"] = pixdim
+    except (OSError, ValueError, UnicodeError, EOFError, struct.error, zlib.error):
+        return {}
+    return found
 
-            header = nibabel.load(str(path)).header
-            return tuple(float(v) for v in header["pixdim"][1:4])
-    except (OSError, ValueError, UnicodeError):
-        return None
+
+def _nifti_pixdim(path: Path) -> tuple[float, ...] | None:
+    """pixdim[1:4] as stored (nibabel would hand back their absolute values): NIfTI-1 float32 at byte 80, NIfTI-2
+    float64 at byte 112, in the byte order that makes sizeof_hdr 348 or 540."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as f:
+        head = f.read(136)
+    for order in "<>":
+        (sizeof_hdr,) = struct.unpack(order + "i", head[:4])
+        if sizeof_hdr == 348:  # float32: shortest decimal that reads back the same (1.2, not 1.2000000476837158)
+            return tuple(float(f"{v:.7g}") for v in struct.unpack(order + "3f", head[80:92]))
+        if sizeof_hdr == 540:
+            return struct.unpack(order + "3d", head[112:136])
     return None
 
 

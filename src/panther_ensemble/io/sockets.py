@@ -55,7 +55,9 @@ def _slugs_from_inputs_json(path: Path) -> list[str]:
             slug = entry["interface"]["slug"]
         except (TypeError, KeyError):
             raise InputError(path, f"entry {i} has no interface.slug") from None
-        if slug in INPUT_SOCKETS:
+        if not isinstance(slug, str):
+            raise InputError(path, f"entry {i}: interface.slug must be a string, got {type(slug).__name__}")
+        if slug in INPUT_SOCKETS and slug not in slugs:  # a socket listed twice is still one socket
             slugs.append(slug)
     if not slugs:
         known = ", ".join(INPUT_SOCKETS)
