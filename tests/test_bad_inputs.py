@@ -510,3 +510,12 @@ def test_an_uncompressed_nifti_named_nii_gz_is_read_as_itk_reads_it(tmp_path, mr
     array, geometry = read_image(tmp_path / "x.nii.gz")
     np.testing.assert_array_equal(array, sitk.GetArrayFromImage(image).astype(np.float32))
     assert geometry.spacing_xyz == pytest.approx(image.GetSpacing())
+
+
+def test_a_socket_listed_twice_in_inputs_json_is_one_socket(tmp_path):
+    from panther_ensemble.io.sockets import _slugs_from_inputs_json
+
+    path = tmp_path / "inputs.json"
+    entry = {"interface": {"slug": "abdominal-t1-mri"}}
+    path.write_text(json.dumps([entry, {"interface": {"slug": "ct-image"}}, entry]))
+    assert _slugs_from_inputs_json(path) == ["abdominal-t1-mri"]
