@@ -252,6 +252,8 @@ KINDS = [
     Kind("socket_folder_missing", inputs_json([{"interface": {"slug": "abdominal-t2-mri"}}]),
          "abdominal-t2-mri: socket folder does not exist"),
     Kind("socket_empty", lambda c: c.image.unlink(), "no image in the socket folder"),
+    Kind("socket_without_image", lambda c: c.image.rename(c.socket / "scan.txt"),
+         "no image in the socket folder (found scan.txt)"),
     Kind("two_images", lambda c: shutil.copy(c.source, c.socket / "second.mha"), "expected exactly one image, found 2"),
     # the image file
     Kind("image_not_an_image", lambda c: c.image.write_text("not a MetaImage"), "cannot read image (not an image file "

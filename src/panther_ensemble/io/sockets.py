@@ -70,7 +70,9 @@ def single_image_in(folder: Path) -> Path:
         raise InputError(folder, "socket folder does not exist")
     images = sorted(p for p in folder.iterdir() if is_image_file(p))
     if not images:
-        raise InputError(folder, "no image in the socket folder")
+        found = sorted(p.name for p in folder.iterdir())  # what was there instead: a wrong extension, a dead link
+        seen = f" (found {', '.join(found[:5])}{', ...' if len(found) > 5 else ''})" if found else ""
+        raise InputError(folder, f"no image in the socket folder{seen}")
     if len(images) > 1:
         raise InputError(folder, f"expected exactly one image, found {len(images)}: "
                                  f"{', '.join(p.name for p in images[:5])}")
