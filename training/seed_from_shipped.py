@@ -22,10 +22,11 @@ a fold that already has a checkpoint_final.pth is left alone (exit 1) unless --f
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
+
+import lineage  # training/, the script's own folder: the same file hash as a run's pretrained_from.json
 
 
 def seeded_log(epochs: int, n_labels: int) -> dict:
@@ -95,9 +96,7 @@ def main() -> None:
         # set by nnU-Net when it builds the data loaders, which seeding does not: keep the shipped member's
         tr.inference_allowed_mirroring_axes = shipped["inference_allowed_mirroring_axes"]
         tr.current_epoch = epochs - 1  # save_checkpoint stores current_epoch + 1, as at the end of training
-        with open(source, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()
-        provenance = {"seeded_from": source, "sha256": digest, "epochs": epochs,
+        provenance = {"seeded_from": source, "sha256": lineage.sha256(source), "epochs": epochs,
                       "not_kept": "SGD momentum (restarts at zero), the shipped run's log (NaN)"}
         # before the checkpoint: a kill between the two must not leave a seeded checkpoint that reads as a run
         # trained from --pretrained (training/lineage.py); a provenance without a checkpoint is seeded again

@@ -135,18 +135,21 @@ def read_image(path: Path | str) -> tuple[np.ndarray, Geometry]:
         if np.iscomplexobj(array):
             raise InputError(path, "complex-valued voxels are not an MRI intensity image")
         if not np.isfinite(array).all():  # before the float32 copy, which would turn a huge value infinite
-            bad = int(np.count_nonzero(~np.isfinite(array)))
-            raise InputError(path, f"{bad} voxel{' is' if bad == 1 else 's are'} NaN or infinite")
+            raise InputError(path, f"{_voxels(np.count_nonzero(~np.isfinite(array)))} NaN or infinite")
         if array.dtype.kind == "f" and array.dtype.itemsize > 4:
             big = int(np.count_nonzero(np.abs(array) > np.finfo(np.float32).max))
             if big:
-                raise InputError(path, f"{big} voxel{' is' if big == 1 else 's are'} beyond the float32 range "
+                raise InputError(path, f"{_voxels(big)} beyond the float32 range "
                                        f"(|value| > {np.finfo(np.float32).max:.3g})")
         array = array.astype(np.float32, copy=False)
     except MemoryError as exc:
         raise OutOfMemory(f"reading {path}", f"{size_text(geometry.size_xyz, image.GetPixelIDTypeAsString())} "
                                              f"({one_line(str(exc), 120)})") from None
     return array, geometry
+
+
+def _voxels(n) -> str:
+    return f"{int(n)} voxel is" if n == 1 else f"{int(n)} voxels are"
 
 
 def _read_header(path: Path) -> sitk.ImageFileReader:
