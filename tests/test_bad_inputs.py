@@ -276,6 +276,10 @@ KINDS = [
     Kind("voxel_nan", bad_voxel(np.nan), "1 voxel is NaN or infinite"),
     Kind("voxel_beyond_float32", float64_voxel(1e300), "1 voxel is beyond the float32 range (|value| > 3.4e+38)"),
     Kind("voxel_infinite", bad_voxel(np.inf), "1 voxel is NaN or infinite"),
+    # a float32 voxel of 3e38 is in range, but the z-score's variance is infinite: every voxel would become 0
+    Kind("voxel_overflows_normalisation", bad_voxel(3e38),
+         "voxel values up to 3e+38 overflow member A's ZScoreNormalization in float32 (the limit for 84000 voxels "
+         "is 3.2e+16); rescale the intensities"),
     Kind("spacing_zero", header_edit("ElementSpacing = 1.2 1.2 3", "ElementSpacing = 1.2 0 3"),
          "spacing must be positive and finite, got (1.2, 0.0, 3.0)"),
     Kind("spacing_negative", header_edit("ElementSpacing = 1.2 1.2 3", "ElementSpacing = 1.2 -1.2 3"),

@@ -13,7 +13,7 @@ import SimpleITK as sitk
 import panther_ensemble.preflight as preflight
 from panther_ensemble import Ensemble, InputError
 from panther_ensemble.io import Geometry, read_image
-from panther_ensemble.preflight import check_grids, check_output_target, network_grid
+from panther_ensemble.preflight import check_grids, check_intensities, check_output_target, intensity_limit, network_grid
 
 SPEC = {"version": 1, "task": 1, "members": [{"name": "A", "model": "A", "folds": [0], "mirroring": False},
                                              {"name": "B", "model": "B", "folds": [0], "mirroring": False}]}
@@ -141,3 +141,44 @@ def test_segment_checks_the_grids_before_any_network_runs(models, tmp_path, monk
     array, geo = read_image(tmp_path / "huge.mha")
     with pytest.raises(InputError, match="^<image>: spacing 10000"):
         ensemble.segment((array, geo))
+
+
+@pytest.mark.parametrize("layout", ["one_voxel", "alternating"])
+def test_nnunets_zscore_stays_finite_up_to_the_intensity_limit_and_not_far_beyond(layout):
+    """The limit is what nnU-Net's own normalisation (numpy, float32) survives, in the worst layout (half the
+    voxels at +peak, half at -peak) as in the usual one (one bright voxel); 1e4 times above it, it overflows."""
+    from nnunetv2.preprocessing.normalization.default_normalization_schemes import ZScoreNormalization
+
+    shape = (32, 32, 32)
+    limit = intensity_limit(int(np.prod(shape)))
+    seg = np.zeros(shape, np.int8)
+
+    def normalised(peak):
+        image = np.random.default_rng(0).normal(100, 20, shape).astype(np.float32)
+        if layout == "one_voxel":
+            image[3, 4, 5] = peak
+        else:
+            image = np.where(np.indices(shape).sum(0) % 2 == 0, peak, -peak).astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return ZScoreNormalization(use_mask_for_norm=False, intensityproperties={}).run(image, seg)
+
+    at_limit = normalised(limit)
+    assert np.isfinite(at_limit).all() and abs(float(at_limit.std()) - 1) < 1e-3  # a true z-score
+    beyond = normalised(min(limit * 1e4, 3e38))
+    with np.errstate(invalid="ignore"):
+        assert not abs(float(beyond.std()) - 1) < 1e-3  # overflowed: zeros or NaN
+
+
+def test_check_intensities_refuses_what_would_overflow_and_spares_ct(models):
+    ensemble = Ensemble.from_spec(SPEC, models, device="cpu")
+    image = np.ones((20, 30, 40), np.float32)
+    limit = intensity_limit(image.size)
+    image[0, 0, 0] = -limit
+    check_intensities(ensemble, image, "scan.mha")  # at the limit: passes
+    image[0, 0, 0] = -2 * limit
+    with pytest.raises(InputError, match=r"^scan.mha: voxel values up to 1.19e\+17 overflow member A's "
+                                         r"ZScoreNormalization in float32 \(the limit for 24000 voxels is 6e\+16\)"):
+        check_intensities(ensemble, image, "scan.mha")
+    for plan in ensemble.preprocess_plans().values():  # CT normalisation clips first: nothing to refuse
+        object.__setattr__(plan, "normalization", "CTNormalization")
+    check_intensities(ensemble, image, "scan.mha")

@@ -135,11 +135,12 @@ class Ensemble:
         name: what error messages call the image (default: its path, else "<image>").
 
         Before any network runs, every member's network grid is checked (`preflight.check_grids`: an
-        InputError for a spacing that gives an empty or a huge grid). Running out of memory, after the
-        runtime's fallbacks, raises `OutOfMemory` (a MemoryError) saying so in one line. Logs one closing
+        InputError for a spacing that gives an empty or a huge grid), and so are the voxel values
+        (`preflight.check_intensities`: none so large that a member's normalisation overflows). Running out
+        of memory, after the runtime's fallbacks, raises `OutOfMemory` (a MemoryError) saying so in one line. Logs one closing
         line: the total time and the tumour volume.
         """
-        from .preflight import check_grids
+        from .preflight import check_grids, check_intensities
         from .runtime import duration_text, peak_gpu_mb, peak_rss_mb
 
         started = time.perf_counter()
@@ -148,6 +149,7 @@ class Ensemble:
         with memory_errors_as(f"loading the networks on {self.device}"):
             self._engine.load()
         check_grids(self, geometry, array, where)
+        check_intensities(self, array, where)
         shape = " x ".join(str(s) for s in geometry.size_xyz)
         called = Path(where).name if where != "<image>" else "the image"
         with memory_errors_as(f"segmenting {called} ({shape} voxels, on {self.device})"):

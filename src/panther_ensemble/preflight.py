@@ -7,9 +7,12 @@
 - `check_grids(ensemble, geometry)`: every member's network grid, the image resampled to the member's
   spacing, has at least one voxel per axis and at most `max_grid_voxels()` voxels. A spacing in the wrong
   unit (0.001 or 10000 mm) otherwise fails deep inside resampling or asks for terabytes.
+- `check_intensities(ensemble, image)`: no voxel is so large that a member's normalisation overflows float32
+  (nnU-Net's z-score squares deviations from the mean; an infinite variance turns the whole image into zeros
+  and the mask comes out empty, silently).
 
-`cli/container.py` runs both before the ensemble; `Ensemble.segment` runs `check_grids` itself, so every
-caller of the API gets it. No torch import here.
+`cli/container.py` runs the output check and `check_grids` before the ensemble; `Ensemble.segment` runs
+`check_grids` and `check_intensities` itself, so every caller of the API gets them. No torch import here.
 """
 
 from __future__ import annotations
@@ -134,6 +137,31 @@ def check_grids(ensemble, geometry: Geometry, image: np.ndarray | None = None, w
                                 f"the limit of {limit} voxels (PANTHER_MAX_GRID_VOXELS); is the spacing in "
                                 "millimetres?")
     return grids
+
+
+def intensity_limit(voxels: int) -> float:
+    """The largest |voxel value| whose float32 z-score cannot overflow for an image of `voxels` voxels: the sum
+    of squared deviations from the mean is at most voxels * (2 * peak)**2, which must stay below float32's
+    maximum. nnU-Net's own (numpy) normalisation overflows near 1e18 on a 64**3 image; ours (torch) later."""
+    return float(np.sqrt(np.finfo(np.float32).max / (4.0 * max(int(voxels), 1))))
+
+
+def check_intensities(ensemble, image: np.ndarray, where: object = "<image>") -> None:
+    """Refuse voxel values so large that a member's normalisation would overflow float32 (see
+    `intensity_limit`). CT normalisation clips to the dataset's percentiles first, so it never overflows; every
+    other scheme (z-score and any custom one) is held to the limit."""
+    image = np.asarray(image)
+    if image.size == 0:
+        return
+    peak = float(max(abs(float(image.max())), abs(float(image.min()))))
+    limit = intensity_limit(image.size)
+    if peak <= limit:
+        return
+    for name, plan in ensemble.preprocess_plans().items():
+        if plan.normalization != "CTNormalization":
+            raise InputError(where, f"voxel values up to {peak:.3g} overflow member {name}'s {plan.normalization} "
+                                    f"in float32 (the limit for {image.size} voxels is {limit:.2g}); rescale the "
+                                    "intensities")
 
 
 def _xyz(values, kind=float) -> str:
