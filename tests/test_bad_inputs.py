@@ -117,6 +117,13 @@ def spacing(value: float):
     return lambda c: replace_image(c, source_array(c), spacing=(value, value, value))
 
 
+def one_thin_slice_of_signal(c: Case) -> None:
+    """1 mm slices, all zero but one: the nonzero crop, resampled to member A's 3 mm, is empty along z."""
+    a = np.zeros_like(source_array(c))
+    a[5] = source_array(c)[5] + 1
+    replace_image(c, a, spacing=(1.2, 1.2, 1.0))
+
+
 def decompression_bomb(c: Case) -> None:
     data = zlib.compress(b"\0" * (1 << 20))
     c.image.write_bytes(("ObjectType = Image\nNDims = 3\nBinaryData = True\nBinaryDataByteOrderMSB = False\n"
@@ -276,6 +283,10 @@ KINDS = [
     Kind("voxel_nan", bad_voxel(np.nan), "1 voxel is NaN or infinite"),
     Kind("voxel_beyond_float32", float64_voxel(1e300), "1 voxel is beyond the float32 range (|value| > 3.4e+38)"),
     Kind("voxel_infinite", bad_voxel(np.inf), "1 voxel is NaN or infinite"),
+    Kind("signal_in_one_thin_slice", one_thin_slice_of_signal,
+         "spacing 1.2 x 1.2 x 1 mm (x, y, z) gives member A (spacing 1.5 x 1.5 x 3 mm) a network grid of 56 x 48 x 0 "
+         "voxels, empty along an axis: its nonzero voxels span only 70 x 60 x 1 of its 70 x 60 x 20 voxels (x, y, z), "
+         "too thin to resample; is the image almost all zeros?"),
     # a float32 voxel of 3e38 is in range, but the z-score's variance is infinite: every voxel would become 0
     Kind("voxel_overflows_normalisation", bad_voxel(3e38),
          "voxel values up to 3e+38 overflow member A's ZScoreNormalization in float32 (the limit for 84000 voxels "

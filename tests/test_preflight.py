@@ -123,8 +123,12 @@ def test_the_grid_is_computed_on_the_nonzero_crop(models):
     ensemble = Ensemble.from_spec(dict(SPEC, members=SPEC["members"][:1]), models, device="cpu")
     image = np.zeros((20, 60, 70), np.float32)
     image[5, 10:50, 10:60] = 1
-    with pytest.raises(InputError, match="0 voxels, empty along an axis"):  # one 1 mm slice at 3 mm: round(1/3) = 0
+    with pytest.raises(InputError) as err:  # one 1 mm slice at 3 mm: round(1/3) = 0
         check_grids(ensemble, geometry((1.2, 1.2, 1.0)), image)
+    # the whole image would give a grid (20 slices at 1 mm: 7 at 3 mm): the zeros are to blame, not the spacing
+    assert str(err.value).endswith("a network grid of 40 x 32 x 0 voxels, empty along an axis: its nonzero voxels "
+                                   "span only 50 x 40 x 1 of its 70 x 60 x 20 voxels (x, y, z), too thin to "
+                                   "resample; is the image almost all zeros?")
     assert check_grids(ensemble, geometry((1.2, 1.2, 3.0)), image) == {"A": (1, 32, 40)}
 
 
@@ -182,3 +186,15 @@ def test_check_intensities_refuses_what_would_overflow_and_spares_ct(models):
     for plan in ensemble.preprocess_plans().values():  # CT normalisation clips first: nothing to refuse
         object.__setattr__(plan, "normalization", "CTNormalization")
     check_intensities(ensemble, image, "scan.mha")
+
+
+def test_a_dangling_link_where_a_folder_must_be_is_named_as_such(tmp_path):
+    (tmp_path / "out").symlink_to(tmp_path / "gone")
+    target = tmp_path / "out" / "seg" / "case.mha"
+    with pytest.raises(InputError) as err:
+        check_output_target(target)
+    assert str(err.value) == (f"{tmp_path / 'out'}: is a link to {tmp_path / 'gone'}, which does not exist, but "
+                              f"the output {target} needs a folder here")
+    (tmp_path / "gone").mkdir()  # the link now leads somewhere: accepted, and nothing is left behind
+    assert check_output_target(target) == target
+    assert list((tmp_path / "gone").iterdir()) == []

@@ -65,6 +65,9 @@ def check_output_target(path: Path | str, image: bool = True) -> Path:
     # the target's folder (the final rename) and the one above it (io.write_mask's hidden staging folder)
     for folder in dict.fromkeys((path.parent, path.parent.parent)):
         existing = _deepest_existing(folder)
+        if existing.is_symlink() and not existing.exists():
+            raise InputError(existing, f"is a link to {os.readlink(existing)}, which does not exist, but the output "
+                                       f"{path} needs a folder here")
         if not existing.is_dir():
             raise InputError(existing, f"is a file, but the output {path} needs a folder here")
         _probe_writable(existing)
@@ -113,7 +116,7 @@ def check_grids(ensemble, geometry: Geometry, image: np.ndarray | None = None, w
     `max_grid_voxels()`; the message names the spacing, the member and the grid it would give. `ensemble`: an
     `Ensemble` (its networks are loaded, none is run). `image`: the voxels, when at hand, so that the grid is
     computed on the crop to the nonzero box as preprocessing does. Returns {member: grid (z, y, x)}."""
-    shape = tuple(geometry.shape_zyx)
+    full = shape = tuple(geometry.shape_zyx)
     if image is not None:
         from .boxes import bounding_box
 
@@ -132,6 +135,10 @@ def check_grids(ensemble, geometry: Geometry, image: np.ndarray | None = None, w
         said = (f"spacing {_xyz(geometry.spacing_xyz)} mm (x, y, z) gives member {name} (spacing "
                 f"{_xyz(target[::-1])} mm) a network grid of {_xyz(grid[::-1], int)} voxels")
         if min(grid) < 1:
+            if shape != full and min(network_grid(full, spacing_zyx, plan)[0]) >= 1:  # the crop is to blame
+                raise InputError(where, f"{said}, empty along an axis: its nonzero voxels span only "
+                                        f"{_xyz(shape[::-1], int)} of its {_xyz(full[::-1], int)} voxels (x, y, z), "
+                                        "too thin to resample; is the image almost all zeros?")
             raise InputError(where, f"{said}, empty along an axis; is the spacing in millimetres?")
         raise InputError(where, f"{said} ({_count(voxels, exact_below=0)} voxels, {bytes_text(4 * voxels)} per float32 map), above "
                                 f"the limit of {limit} voxels (PANTHER_MAX_GRID_VOXELS); is the spacing in "
