@@ -427,6 +427,22 @@ def test_a_good_case_still_writes_its_mask(case, capfd, monkeypatch):
     assert [p.name for p in (case.output / "images").iterdir()] == ["pancreatic-tumor-segmentation"]
 
 
+def test_other_files_in_the_output_socket_are_named_and_left(case, capfd, monkeypatch, caplog):
+    socket = case.output / "images" / "pancreatic-tumor-segmentation"
+    socket.mkdir(parents=True)
+    (socket / "earlier-case.mha").write_bytes(b"not ours to delete")
+    (socket / f"{UUID}.mha").write_bytes(b"an earlier run on this case")
+    with caplog.at_level("WARNING", logger="panther_ensemble"):
+        status, err = run_case(case, capfd, monkeypatch)
+    assert status == 0, err
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert f"{socket / f'{UUID}.mha'} exists and will be replaced" in warnings
+    assert (f"the output socket {socket} already holds 1 other file (earlier-case.mha), left as they are"
+            in warnings)
+    assert (socket / "earlier-case.mha").read_bytes() == b"not ours to delete"
+    assert sitk.ReadImage(str(socket / f"{UUID}.mha")).GetSize() == sitk.ReadImage(str(case.image)).GetSize()
+
+
 # ---------------------------------------------------------------------------------------------------------
 # real processes
 

@@ -71,6 +71,7 @@ def run(input_dir: Path, output_dir: Path, model_dir: Path, spec_path: Path | No
     started = time.perf_counter()
     socket = find_socket_input(input_dir)
     target = check_output_target(output_mask_path(output_dir, socket.image))
+    _warn_of_other_outputs(target)
     spec_path = spec_path or app_root / "resources" / f"task{socket.task}.json"
     ensemble = Ensemble.from_spec(spec_path, model_dir, device)
     if ensemble.spec.task != socket.task:
@@ -87,6 +88,21 @@ def run(input_dir: Path, output_dir: Path, model_dir: Path, spec_path: Path | No
     result.save(target)
     log.info("wrote %s in %s", target, duration_text(time.perf_counter() - started))
     return target
+
+
+def _warn_of_other_outputs(target: Path) -> None:
+    """The platform collects the socket's one file; a folder that already holds others (an earlier run on
+    another case) would hand over two masks, and a user of `docker run` would not know which is new. Ours
+    are not deleted (they are the user's files), but said."""
+    if target.exists():
+        log.warning("%s exists and will be replaced", target)
+    if target.parent.is_dir():
+        others = sorted(p.name for p in target.parent.iterdir() if p.name != target.name
+                        and not p.name.startswith("."))
+        if others:
+            named = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+            log.warning("the output socket %s already holds %d other file%s (%s), left as they are", target.parent,
+                        len(others), "" if len(others) == 1 else "s", named)
 
 
 def main(argv: list[str] | None = None, app_root: Path | None = None) -> int:
