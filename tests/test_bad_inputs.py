@@ -436,8 +436,8 @@ def test_other_files_in_the_output_socket_are_named_and_left(case, capfd, monkey
         status, err = run_case(case, capfd, monkeypatch)
     assert status == 0, err
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert f"{socket / f'{UUID}.mha'} exists and will be replaced" in warnings
-    assert (f"the output socket {socket} already holds 1 other file (earlier-case.mha), left as they are"
+    assert f"{socket / f'{UUID}.mha'} exists and will be replaced if this run succeeds" in warnings
+    assert (f"the output socket {socket} already holds 1 other entry (earlier-case.mha), left as they are"
             in warnings)
     assert (socket / "earlier-case.mha").read_bytes() == b"not ours to delete"
     assert sitk.ReadImage(str(socket / f"{UUID}.mha")).GetSize() == sitk.ReadImage(str(case.image)).GetSize()

@@ -183,9 +183,20 @@ def test_check_intensities_refuses_what_would_overflow_and_spares_ct(models):
     with pytest.raises(InputError, match=r"^scan.mha: voxel values up to 1.19e\+17 overflow member A's "
                                          r"ZScoreNormalization in float32 \(the limit for 24000 voxels is 6e\+16\)"):
         check_intensities(ensemble, image, "scan.mha")
+    image[0, 0, 1] = np.nan  # an array given to the API has not been through read_image's check
+    with pytest.raises(InputError, match=r"^<image>: 1 voxel is NaN or infinite$"):
+        check_intensities(ensemble, image)
+    image[0, 0, 1] = 1
     for plan in ensemble.preprocess_plans().values():  # CT normalisation clips first: nothing to refuse
         object.__setattr__(plan, "normalization", "CTNormalization")
     check_intensities(ensemble, image, "scan.mha")
+    for plan in ensemble.preprocess_plans().values():  # min-max: only the range must fit
+        object.__setattr__(plan, "normalization", "RescaleTo01Normalization")
+    check_intensities(ensemble, image, "scan.mha")
+    image[0, 0, 1] = 3e38
+    with pytest.raises(InputError, match=r"RescaleTo01Normalization in float32 \(the limit for 24000 voxels is "
+                                         r"1.7e\+38\)"):
+        check_intensities(ensemble, image, "scan.mha")
 
 
 def test_a_dangling_link_where_a_folder_must_be_is_named_as_such(tmp_path):

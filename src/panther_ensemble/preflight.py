@@ -7,9 +7,9 @@
 - `check_grids(ensemble, geometry)`: every member's network grid, the image resampled to the member's
   spacing, has at least one voxel per axis and at most `max_grid_voxels()` voxels. A spacing in the wrong
   unit (0.001 or 10000 mm) otherwise fails deep inside resampling or asks for terabytes.
-- `check_intensities(ensemble, image)`: no voxel is so large that a member's normalisation overflows float32
-  (nnU-Net's z-score squares deviations from the mean; an infinite variance turns the whole image into zeros
-  and the mask comes out empty, silently).
+- `check_intensities(ensemble, image)`: every voxel finite, and none so large that a member's normalisation
+  overflows float32 (nnU-Net's z-score squares deviations from the mean; an infinite variance turns the whole
+  image into zeros and the mask comes out empty, silently).
 
 `cli/container.py` runs the output check and `check_grids` before the ensemble; `Ensemble.segment` runs
 `check_grids` and `check_intensities` itself, so every caller of the API gets them. No torch import here.
@@ -146,26 +146,38 @@ def check_grids(ensemble, geometry: Geometry, image: np.ndarray | None = None, w
     return grids
 
 
-def intensity_limit(voxels: int) -> float:
-    """The largest |voxel value| whose float32 z-score cannot overflow for an image of `voxels` voxels: the sum
-    of squared deviations from the mean is at most voxels * (2 * peak)**2, which must stay below float32's
-    maximum. nnU-Net's own (numpy) normalisation overflows near 1e18 on a 64**3 image; ours (torch) later."""
+def intensity_limit(voxels: int, normalization: str = "ZScoreNormalization") -> float | None:
+    """The largest |voxel value| that `normalization` (an nnU-Net scheme's class name) handles in float32 for an
+    image of `voxels` voxels; None where no value can overflow.
+
+    z-score (and any scheme we do not know): the sum of squared deviations from the mean is at most
+    voxels * (2 * peak)**2, which must stay below float32's maximum. nnU-Net's own normalisation (numpy, float32)
+    overflows from about 3.6e16 (half the voxels at +peak, half at -peak) to 1.8e19 (one bright voxel) on a 64**3
+    image, and so does torch's on CUDA; torch on the CPU accumulates in float64, but there one such voxel still
+    makes every other voxel about 0. Min-max rescaling: the range must fit. CT clips to the dataset's percentiles
+    first; no normalisation and RGB (which asserts 0-255 itself) compute nothing that grows."""
+    if normalization in ("CTNormalization", "NoNormalization", "RGBTo01Normalization"):
+        return None
+    if normalization == "RescaleTo01Normalization":
+        return float(np.finfo(np.float32).max) / 2
     return float(np.sqrt(np.finfo(np.float32).max / (4.0 * max(int(voxels), 1))))
 
 
 def check_intensities(ensemble, image: np.ndarray, where: object = "<image>") -> None:
-    """Refuse voxel values so large that a member's normalisation would overflow float32 (see
-    `intensity_limit`). CT normalisation clips to the dataset's percentiles first, so it never overflows; every
-    other scheme (z-score and any custom one) is held to the limit."""
+    """Refuse voxels that no member can normalise: NaN or infinite ones (an array or SimpleITK image given to the
+    API skips `read_image`'s check), and values so large that a member's normalisation would overflow float32
+    (`intensity_limit`), which turns the image into zeros and the mask into nothing, silently."""
     image = np.asarray(image)
     if image.size == 0:
         return
+    if image.dtype.kind == "f":
+        bad = int(image.size - np.count_nonzero(np.isfinite(image)))
+        if bad:
+            raise InputError(where, f"{bad} voxel{' is' if bad == 1 else 's are'} NaN or infinite")
     peak = float(max(abs(float(image.max())), abs(float(image.min()))))
-    limit = intensity_limit(image.size)
-    if peak <= limit:
-        return
     for name, plan in ensemble.preprocess_plans().items():
-        if plan.normalization != "CTNormalization":
+        limit = intensity_limit(image.size, plan.normalization)
+        if limit is not None and peak > limit:
             raise InputError(where, f"voxel values up to {peak:.3g} overflow member {name}'s {plan.normalization} "
                                     f"in float32 (the limit for {image.size} voxels is {limit:.2g}); rescale the "
                                     "intensities")

@@ -95,14 +95,16 @@ def _warn_of_other_outputs(target: Path) -> None:
     another case) would hand over two masks, and a user of `docker run` would not know which is new. Ours
     are not deleted (they are the user's files), but said."""
     if target.exists():
-        log.warning("%s exists and will be replaced", target)
-    if target.parent.is_dir():
+        log.warning("%s exists and will be replaced if this run succeeds", target)
+    try:
         others = sorted(p.name for p in target.parent.iterdir() if p.name != target.name
                         and not p.name.startswith("."))
-        if others:
-            named = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
-            log.warning("the output socket %s already holds %d other file%s (%s), left as they are", target.parent,
-                        len(others), "" if len(others) == 1 else "s", named)
+    except OSError:  # no folder yet, or one we may write to but not list: nothing to say
+        return
+    if others:
+        named = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+        log.warning("the output socket %s already holds %d other entr%s (%s), left as they are", target.parent,
+                    len(others), "y" if len(others) == 1 else "ies", named)
 
 
 def main(argv: list[str] | None = None, app_root: Path | None = None) -> int:
