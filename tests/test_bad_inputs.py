@@ -46,6 +46,7 @@ class Case:
     spec_path: Path | None = None
     device: str = "cpu"
     verbose: bool = False
+    memory_limit: int | None = None  # bytes this machine allows, instead of its real memory
 
     @property
     def socket(self) -> Path:
@@ -231,6 +232,11 @@ def inject(exc: BaseException):
     return setup
 
 
+def memory_for_reading_only(c: Case) -> None:
+    """Enough memory to read the image (at most 16 bytes per voxel), not to segment it (17 and more)."""
+    c.memory_limit = 70 * 60 * 20 * 16
+
+
 def no_cuda(c: Case) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA device")
@@ -346,6 +352,9 @@ KINDS = [
         "free. If reserved but unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments")),
          f"out of memory while segmenting {UUID}.mha (70 x 60 x 20 voxels, on cpu): CUDA out of memory. Tried to "
          "allocate 2.00 GiB. GPU 0 has a total capacity of 15.6 GiB of which 1.2 GiB is free.", status=3),
+    Kind("case_too_big_for_memory", memory_for_reading_only,
+         f"out of memory while segmenting {UUID}.mha: 70 x 60 x 20 voxels need at least 2.9 MB on the CPU; "
+         "this machine allows 1.3 MB", status=3),
     Kind("internal_error", inject(ZeroDivisionError("division by zero")),
          "internal error: ZeroDivisionError: division by zero (run with --verbose for the traceback)", status=1),
 ]
@@ -382,6 +391,10 @@ def run_case(c: Case, capfd, monkeypatch) -> tuple[int, str]:
             raise c.injected
 
         monkeypatch.setattr(engine_mod.Engine, "predict", fail)
+    if c.memory_limit is not None:
+        import panther_ensemble.io.stored as stored_mod
+
+        monkeypatch.setattr(stored_mod, "memory_limit_bytes", lambda: c.memory_limit)
     capfd.readouterr()
     status = container.main(c.argv(), app_root=REPO)
     return status, capfd.readouterr().err

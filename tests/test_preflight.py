@@ -1,4 +1,5 @@
-"""Checks before any network runs: the output location, and every member's network grid."""
+"""Checks before any network runs: the output location, every member's network grid, the case's memory and the
+voxel values."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import SimpleITK as sitk
 import panther_ensemble.preflight as preflight
 from panther_ensemble import Ensemble, InputError
 from panther_ensemble.io import Geometry, read_image
-from panther_ensemble.preflight import check_grids, check_intensities, check_output_target, intensity_limit, network_grid
+from panther_ensemble.preflight import (case_memory_bytes, check_case_memory, check_grids, check_intensities,
+                                       check_output_target, intensity_limit, network_grid)
 
 SPEC = {"version": 1, "task": 1, "members": [{"name": "A", "model": "A", "folds": [0], "mirroring": False},
                                              {"name": "B", "model": "B", "folds": [0], "mirroring": False}]}
@@ -209,3 +211,76 @@ def test_a_dangling_link_where_a_folder_must_be_is_named_as_such(tmp_path):
     (tmp_path / "gone").mkdir()  # the link now leads somewhere: accepted, and nothing is left behind
     assert check_output_target(target) == target
     assert list((tmp_path / "gone").iterdir()) == []
+
+
+def test_check_case_memory_refuses_a_case_that_cannot_fit(models, monkeypatch):
+    import panther_ensemble.io.stored as stored_mod
+    from panther_ensemble.errors import OutOfMemory
+
+    ensemble = Ensemble.from_spec(SPEC, models, device="cpu")
+    geo = geometry((1.2, 1.2, 3.0))
+    image = np.zeros(geo.shape_zyx, np.float32)
+    image[2:18, 5:55, 5:65] = 1  # the members' maps cover the nonzero box only
+    grids = check_grids(ensemble, geo, image)
+    crop = 16 * 50 * 60
+    labels = {name: len(names) for name, names in ensemble.member_labels().items()}
+    need = case_memory_bytes(70 * 60 * 20, len(ensemble.labels),
+                             [(labels[n], crop, int(np.prod(g))) for n, g in grids.items()])
+    assert need == 84000 * (4 + 4 * 3 + 1) + max(4 * 3 * crop + (4 + 2 * 4) * int(np.prod(g)) for g in grids.values())
+    monkeypatch.setattr(stored_mod, "memory_limit_bytes", lambda: need)
+    check_case_memory(ensemble, geo, grids, image, "scan.mha")  # exactly enough
+    monkeypatch.setattr(stored_mod, "memory_limit_bytes", lambda: need - 1)
+    with pytest.raises(OutOfMemory) as err:
+        check_case_memory(ensemble, geo, grids, image, "/in/scan.mha")
+    assert str(err.value).startswith("out of memory while segmenting scan.mha: 70 x 60 x 20 voxels need at least ")
+    assert str(err.value).endswith(" on the CPU; this machine allows " + preflight.bytes_text(need - 1))
+    monkeypatch.setattr(stored_mod, "memory_limit_bytes", lambda: None)  # unknown: nothing to say
+    check_case_memory(ensemble, geo, grids, image)
+
+
+PEAK = """
+import json, sys
+import numpy as np
+from panther_ensemble import Ensemble
+from panther_ensemble.io import Geometry
+from panther_ensemble.preflight import case_memory_bytes, check_grids
+
+models, spec = sys.argv[1], json.loads(sys.argv[2])
+ensemble = Ensemble.from_spec(spec, models, device="cpu").load()
+shape = (32, 160, 176)
+image = np.random.default_rng(0).normal(100, 20, shape).astype(np.float32)
+geo = Geometry(shape[::-1], (1.2, 1.2, 3.0), (0.0, 0.0, 0.0), (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0))
+grids = check_grids(ensemble, geo, image)
+labels = ensemble.member_labels()
+bound = case_memory_bytes(image.size, len(ensemble.labels), [(len(labels[n]), image.size, int(np.prod(g)))
+                                                            for n, g in grids.items()])
+
+
+def status(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))
+
+
+with open("/proc/self/clear_refs", "w") as f:  # the peak (VmHWM) starts again from the memory in use now
+    f.write("5")
+rss = status("VmRSS")
+ensemble.segment((image, geo))
+print(json.dumps({"bound_beyond_image": bound - 4 * image.size, "rss_before": rss, "peak": status("VmHWM")}))
+"""
+
+
+def test_case_memory_bytes_is_a_lower_bound_of_what_a_case_takes(models, tmp_path):
+    """A real case on the CPU (0.9 million voxels, both members) grows the process's peak memory by at least
+    the bound, less the image that was already there: the check never refuses a case that would have fit."""
+    import json
+    import subprocess
+    import sys
+
+    spec = dict(SPEC, members=[dict(m, folds=[0]) for m in SPEC["members"]])
+    out = subprocess.run([sys.executable, "-c", PEAK, str(models), json.dumps(spec)], capture_output=True, text=True,
+                         timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr
+    m = json.loads(out.stdout.strip().splitlines()[-1])
+    grew = m["peak"] - m["rss_before"]
+    assert m["bound_beyond_image"] > 20e6  # large enough to stand out of the interpreter's own noise
+    assert grew >= m["bound_beyond_image"], m

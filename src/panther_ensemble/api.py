@@ -119,6 +119,11 @@ class Ensemble:
         self._engine.load()
         return {m.name: m.preprocess_plan for m in self._engine.members if m.spec.weight > 0}
 
+    def member_labels(self) -> dict[str, tuple[str, ...]]:
+        """{member name: its label names} of the members that run (weight > 0); loads the networks on first use."""
+        self._engine.load()
+        return {m.name: tuple(m.label_names) for m in self._engine.members if m.spec.weight > 0}
+
     def costs(self, image) -> list:
         """Per member, for this image (same inputs as `segment`): FLOPs and activation memory of one forward
         call, tiles, folds, mirrored copies and FLOPs of the whole case (inference.forward_cost.MemberCost;
@@ -135,12 +140,13 @@ class Ensemble:
         name: what error messages call the image (default: its path, else "<image>").
 
         Before any network runs, every member's network grid is checked (`preflight.check_grids`: an
-        InputError for a spacing that gives an empty or a huge grid), and so are the voxel values
+        InputError for a spacing that gives an empty or a huge grid), whether the case fits in memory on the
+        CPU (`preflight.check_case_memory`: an `OutOfMemory`), and the voxel values
         (`preflight.check_intensities`: none so large that a member's normalisation overflows). Running out
-        of memory, after the runtime's fallbacks, raises `OutOfMemory` (a MemoryError) saying so in one line. Logs one closing
-        line: the total time and the tumour volume.
+        of memory, after the runtime's fallbacks, raises `OutOfMemory` (a MemoryError) saying so in one line.
+        Logs one closing line: the total time and the tumour volume.
         """
-        from .preflight import check_grids, check_intensities
+        from .preflight import check_case_memory, check_grids, check_intensities
         from .runtime import duration_text, peak_gpu_mb, peak_rss_mb
 
         started = time.perf_counter()
@@ -148,7 +154,8 @@ class Ensemble:
         where = name if name is not None else image if isinstance(image, (str, Path)) else "<image>"
         with memory_errors_as(f"loading the networks on {self.device}"):
             self._engine.load()
-        check_grids(self, geometry, array, where)
+        grids = check_grids(self, geometry, array, where)
+        check_case_memory(self, geometry, grids, array, where)
         check_intensities(self, array, where)
         shape = " x ".join(str(s) for s in geometry.size_xyz)
         called = Path(where).name if where != "<image>" else "the image"

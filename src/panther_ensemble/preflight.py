@@ -7,12 +7,17 @@
 - `check_grids(ensemble, geometry)`: every member's network grid, the image resampled to the member's
   spacing, has at least one voxel per axis and at most `max_grid_voxels()` voxels. A spacing in the wrong
   unit (0.001 or 10000 mm) otherwise fails deep inside resampling or asks for terabytes.
+- `check_case_memory(ensemble, geometry, grids, image)`: on the CPU, the tensors a case cannot do without
+  (the image, the ensemble's accumulator and one member's map on the image grid, one member's input and
+  logits on its network grid) fit in this machine's memory. Reading checks only the read; a case needs about
+  30 bytes per voxel, and past the memory the kernel kills the process with no message.
 - `check_intensities(ensemble, image)`: every voxel finite, and none so large that a member's normalisation
   overflows float32 (nnU-Net's z-score squares deviations from the mean; an infinite variance turns the whole
   image into zeros and the mask comes out empty, silently).
 
 `cli/container.py` runs the output check and `check_grids` before the ensemble; `Ensemble.segment` runs
-`check_grids` and `check_intensities` itself, so every caller of the API gets them. No torch import here.
+`check_grids`, `check_case_memory` and `check_intensities` itself, so every caller of the API gets them.
+No torch import here.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, OutOfMemory
 from .io import Geometry, bytes_text, check_mask_suffix
 
 #: Largest network grid (voxels) a member may be asked to run on, unless $PANTHER_MAX_GRID_VOXELS says
@@ -144,6 +149,47 @@ def check_grids(ensemble, geometry: Geometry, image: np.ndarray | None = None, w
                                 f"the limit of {limit} voxels (PANTHER_MAX_GRID_VOXELS); is the spacing in "
                                 "millimetres?")
     return grids
+
+
+def case_memory_bytes(image_voxels: int, labels: int, members: Sequence[tuple[int, int, int]]) -> int:
+    """A lower bound of the host memory a case takes on the CPU: the float32 image, the ensemble's float32
+    accumulator (`labels` maps) and the uint8 mask on the image grid, plus the largest member's share: its
+    probabilities on its crop of the image grid (float32, one map per label of its own) and, on its network
+    grid, the input (float32) and the logits accumulators (one per label plus the weights, at least float16).
+    `members`: (labels of the member, voxels of its crop of the image, voxels of its network grid)."""
+    share = max((4 * m_labels * crop + (4 + 2 * (m_labels + 1)) * grid for m_labels, crop, grid in members),
+                default=0)
+    return int(image_voxels) * (4 + 4 * int(labels) + 1) + share
+
+
+def check_case_memory(ensemble, geometry: Geometry, grids: dict, image: np.ndarray | None = None,
+                      where: object = "<image>") -> None:
+    """Refuse, as `OutOfMemory` (exit 3), a case whose tensors cannot fit in memory on the CPU
+    (`case_memory_bytes` against `io.stored.memory_limit_bytes`). On a GPU the runtime's fallbacks own the
+    device's memory, so only the CPU is checked. `grids`: `check_grids`'s answer."""
+    from .io.stored import memory_limit_bytes
+
+    if getattr(ensemble.device, "type", str(ensemble.device)) != "cpu":
+        return
+    limit = memory_limit_bytes()
+    if limit is None:
+        return
+    voxels = int(np.prod([int(s) for s in geometry.shape_zyx], dtype=object))
+    crop = voxels
+    if image is not None:
+        from .boxes import bounding_box
+
+        box = bounding_box(np.asarray(image) != 0)
+        if box is not None:
+            crop = int(np.prod([int(b - a) for a, b in box], dtype=object))
+    members = [(len(ensemble.member_labels()[name]), crop, int(np.prod(grid, dtype=object)))
+               for name, grid in grids.items()]
+    need = case_memory_bytes(voxels, len(ensemble.labels), members)
+    if need > limit:
+        called = Path(str(where)).name
+        raise OutOfMemory(f"segmenting {called}", f"{_xyz(geometry.size_xyz, int)} voxels need at least "
+                                                  f"{bytes_text(need)} on the CPU; this machine allows "
+                                                  f"{bytes_text(limit)}")
 
 
 def intensity_limit(voxels: int, normalization: str = "ZScoreNormalization") -> float | None:
