@@ -353,7 +353,7 @@ KINDS = [
          f"out of memory while segmenting {UUID}.mha (70 x 60 x 20 voxels, on cpu): CUDA out of memory. Tried to "
          "allocate 2.00 GiB. GPU 0 has a total capacity of 15.6 GiB of which 1.2 GiB is free.", status=3),
     Kind("case_too_big_for_memory", memory_for_reading_only,
-         f"out of memory while segmenting {UUID}.mha: 70 x 60 x 20 voxels need at least 2.9 MB on the CPU; "
+         f"out of memory while segmenting {UUID}.mha: 70 x 60 x 20 voxels need at least 2.8 MB on the CPU; "
          "this machine allows 1.3 MB", status=3),
     Kind("internal_error", inject(ZeroDivisionError("division by zero")),
          "internal error: ZeroDivisionError: division by zero (run with --verbose for the traceback)", status=1),

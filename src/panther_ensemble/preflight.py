@@ -7,10 +7,10 @@
 - `check_grids(ensemble, geometry)`: every member's network grid, the image resampled to the member's
   spacing, has at least one voxel per axis and at most `max_grid_voxels()` voxels. A spacing in the wrong
   unit (0.001 or 10000 mm) otherwise fails deep inside resampling or asks for terabytes.
-- `check_case_memory(ensemble, geometry, grids, image)`: on the CPU, the tensors a case cannot do without
-  (the image, the ensemble's accumulator and one member's map on the image grid, one member's input and
-  logits on its network grid) fit in this machine's memory. Reading checks only the read; a case needs about
-  30 bytes per voxel, and past the memory the kernel kills the process with no message.
+- `check_case_memory(ensemble, geometry, grids, image)`: on the CPU, the tensors a case cannot do without at
+  once (the image and the ensemble's accumulator on the image grid, one member's input, logits and
+  probabilities) fit in this machine's memory. Reading checks only the read; a case needs about 30 bytes per
+  voxel, and past the memory the kernel kills the process with no message.
 - `check_intensities(ensemble, image)`: every voxel finite, and none so large that a member's normalisation
   overflows float32 (nnU-Net's z-score squares deviations from the mean; an infinite variance turns the whole
   image into zeros and the mask comes out empty, silently).
@@ -151,22 +151,27 @@ def check_grids(ensemble, geometry: Geometry, image: np.ndarray | None = None, w
     return grids
 
 
-def case_memory_bytes(image_voxels: int, labels: int, members: Sequence[tuple[int, int, int]]) -> int:
-    """A lower bound of the host memory a case takes on the CPU: the float32 image, the ensemble's float32
-    accumulator (`labels` maps) and the uint8 mask on the image grid, plus the largest member's share: its
-    probabilities on its crop of the image grid (float32, one map per label of its own) and, on its network
-    grid, the input (float32) and the logits accumulators (one per label plus the weights, at least float16).
-    `members`: (labels of the member, voxels of its crop of the image, voxels of its network grid)."""
-    share = max((4 * m_labels * crop + (4 + 2 * (m_labels + 1)) * grid for m_labels, crop, grid in members),
-                default=0)
-    return int(image_voxels) * (4 + 4 * int(labels) + 1) + share
+def case_memory_bytes(image_voxels: int, labels: int, members: Sequence[tuple[int, int, int]],
+                      any_member: bool = False) -> int:
+    """A lower bound of the host memory a case takes on the CPU, from what must exist at once. Throughout: the
+    float32 image and the ensemble's float32 accumulator (`labels` maps) on the image grid. Then either the uint8
+    mask (at the end) or a member's share while it runs: on its network grid the float32 input and its logits (at
+    least float16, one map per label of its own), with either the tile weights (at least float16, during the
+    sliding window) or its float32 probabilities on its crop of the image grid (while they are brought back).
+    `members`: (labels of the member, voxels of its crop of the image, voxels of its network grid); the largest
+    share counts, or the smallest with `any_member` (a time budget may drop every member but one)."""
+    shares = [4 * grid + 2 * m_labels * grid + max(2 * grid, 4 * m_labels * crop) for m_labels, crop, grid in members]
+    share = (min if any_member else max)(shares, default=0)
+    voxels = int(image_voxels)
+    return voxels * (4 + 4 * int(labels)) + max(voxels, share)
 
 
 def check_case_memory(ensemble, geometry: Geometry, grids: dict, image: np.ndarray | None = None,
                       where: object = "<image>") -> None:
     """Refuse, as `OutOfMemory` (exit 3), a case whose tensors cannot fit in memory on the CPU
     (`case_memory_bytes` against `io.stored.memory_limit_bytes`). On a GPU the runtime's fallbacks own the
-    device's memory, so only the CPU is checked. `grids`: `check_grids`'s answer."""
+    device's memory, so only the CPU is checked; an all-zero image runs no network and needs only its mask.
+    `grids`: `check_grids`'s answer."""
     from .io.stored import memory_limit_bytes
 
     if getattr(ensemble.device, "type", str(ensemble.device)) != "cpu":
@@ -180,13 +185,14 @@ def check_case_memory(ensemble, geometry: Geometry, grids: dict, image: np.ndarr
         from .boxes import bounding_box
 
         box = bounding_box(np.asarray(image) != 0)
-        if box is not None:
-            crop = int(np.prod([int(b - a) for a, b in box], dtype=object))
-    members = [(len(ensemble.member_labels()[name]), crop, int(np.prod(grid, dtype=object)))
-               for name, grid in grids.items()]
-    need = case_memory_bytes(voxels, len(ensemble.labels), members)
+        if box is None:
+            return
+        crop = int(np.prod([int(b - a) for a, b in box], dtype=object))
+    labels = ensemble.member_labels()
+    members = [(len(labels[name]), crop, int(np.prod(grid, dtype=object))) for name, grid in grids.items()]
+    need = case_memory_bytes(voxels, len(ensemble.labels), members, any_member=bool(ensemble.spec.time_budget_s))
     if need > limit:
-        called = Path(str(where)).name
+        called = Path(str(where)).name if where != "<image>" else "the image"
         raise OutOfMemory(f"segmenting {called}", f"{_xyz(geometry.size_xyz, int)} voxels need at least "
                                                   f"{bytes_text(need)} on the CPU; this machine allows "
                                                   f"{bytes_text(limit)}")
