@@ -25,6 +25,12 @@ declare -A DS=([1]=Dataset901_PhantomT1 [2]=Dataset902_PhantomT2)
 TASKS=${TASKS:-1 2}
 SRC=$PANTHER_DATA/exp/rebuild_fast
 CLONE=$SRC/repo  # the rebuild's clone: its model_weights/ are the rebuilt members' float16 export after `export`
+if [ ! -d "$CLONE/model_weights" ]; then
+  # the clone lives outside the repo and went with a machine once; the rebuild's collect keeps what this trial
+  # needs (the members' float16 export, the shifted specs, the fit reports) in the repo
+  CLONE=$REPO/docs/results/experiments/rebuild_fast/rebuilt
+  echo "run.sh: the rebuild's clone is gone; the trial reads the rebuilt members and specs kept in $CLONE" >&2
+fi
 SRC_TIMINGS=$REPO/docs/results/experiments/rebuild_fast/timings.json
 W=$PANTHER_DATA/exp/rebuild_release
 REL=$W/release
