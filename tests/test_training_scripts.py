@@ -362,19 +362,24 @@ def test_reproduce_pretrains_on_every_core_and_trains_folds_on_one_each(tmp_path
     assert {c[-1] for c in folds} == {"OMP_NUM_THREADS=1"}  # two folds side by side: one core each
 
 
-def test_reproduce_trains_specialists_with_augmentation_in_process_on_the_cpu_only(tmp_path):
+def test_reproduce_trains_specialists_with_nnunets_augmentation_workers(tmp_path):
+    """Workers everywhere (env.sh's count, or the caller's): the in-process lever fell under rebuild_fast's floor;
+    T_N_PROC_DA=0 still asks for it."""
+    env_workers = f"nnUNet_n_proc_DA={os.environ.get('nnUNet_n_proc_DA', '2')}"  # env.sh's
     calls, _ = _recorded_calls(tmp_path, "1", "pretrain", "train")
     training = [c for c in calls if "train_specialist.py" in c[0]]
     folds = [c for c in training if _arg(c, "--dataset") == "901"]
     pretrain = [c for c in training if _arg(c, "--dataset") == "903"]
-    assert len(folds) == 6 and {c[-2] for c in folds} == {"nnUNet_n_proc_DA=0"}
-    assert {c[-2] for c in pretrain} == {f"nnUNet_n_proc_DA={os.environ.get('nnUNet_n_proc_DA', '2')}"}  # env.sh's
-    (tmp_path / "gpu").mkdir()  # on a GPU the workers stay (env.sh's value, or the caller's)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DEVICE", "cuda")
-        mp.setenv("nnUNet_n_proc_DA", "12")
-        gpu, _ = _recorded_calls(tmp_path / "gpu", "1", "train")
-    assert {c[-2] for c in gpu if "train_specialist.py" in c[0]} == {"nnUNet_n_proc_DA=12"}
+    assert len(folds) == 6 and {c[-2] for c in folds} == {env_workers}
+    assert {c[-2] for c in pretrain} == {env_workers}
+    for name, env, expected in (("gpu", {"DEVICE": "cuda", "nnUNet_n_proc_DA": "12"}, "nnUNet_n_proc_DA=12"),
+                                ("in_process", {"T_N_PROC_DA": "0"}, "nnUNet_n_proc_DA=0")):
+        (tmp_path / name).mkdir()
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in env.items():
+                mp.setenv(key, value)
+            again, _ = _recorded_calls(tmp_path / name, "1", "train")
+        assert {c[-2] for c in again if "train_specialist.py" in c[0]} == {expected}, name
 
 
 def test_reproduce_baselines_read_the_heldout_phantoms_and_run_the_tasks_side_by_side(tmp_path):
@@ -694,7 +699,8 @@ def test_experiments_train_a_fold_with_reproduce_s_train_arguments(tmp_path):
     assert theirs.pop("--cpu-autocast") == "auto"
     assert mine == theirs, (experiment, shipped)
     assert experiment[0].endswith("training/train_specialist.py")
-    assert experiment[-2:] == shipped[-2:] == ["nnUNet_n_proc_DA=0", "OMP_NUM_THREADS=1"]
+    assert experiment[-2:] == shipped[-2:] == [f"nnUNet_n_proc_DA={os.environ.get('nnUNet_n_proc_DA', '2')}",
+                                                "OMP_NUM_THREADS=1"]
 
 
 def test_run_from_copy_runs_the_script_as_it_was_and_leaves_no_copy(tmp_path):

@@ -37,11 +37,10 @@ exp_unpack() {  # exp_unpack COMMIT DEST PATHS...: files of a commit, once (a re
 
 exp_train_fold() {  # exp_train_fold RUNS DATASET TRAINER PLANS FOLD EPOCHS LOG [ARGS...]: one specialist fold trained
   # (or continued from its checkpoint) to EPOCHS with training/reproduce.sh's train arguments and the CPU levers, on
-  # one torch thread (two folds run side by side) and the augmentation in the training process (reproduce.sh's
-  # T_N_PROC_DA on the CPU: the experiments train on the CPU only); ARGS are added last (argparse keeps the last of a
-  # repeated option)
+  # one torch thread (two folds run side by side) and the augmentation where reproduce.sh's train step puts it
+  # (T_N_PROC_DA: env.sh's workers unless set); ARGS are added last (argparse keeps the last of a repeated option)
   local runs=$1 dataset=$2 trainer=$3 plans=$4 fold=$5 epochs=$6 log=$7; shift 7
-  nnUNet_results=$runs OMP_NUM_THREADS=1 nnUNet_n_proc_DA=0 "$PY" "$REPO/training/train_specialist.py" --dataset "$dataset" \
+  nnUNet_results=$runs OMP_NUM_THREADS=1 nnUNet_n_proc_DA=${T_N_PROC_DA:-${nnUNet_n_proc_DA:-2}} "$PY" "$REPO/training/train_specialist.py" --dataset "$dataset" \
     --trainer "$trainer" --plans "$plans" --fold "$fold" --epochs "$epochs" --lr 0.005 --tumour-ce-weight 4 \
     --cpu-autocast auto --channels-last on --skip-validation --require-pseudo-dice tumor=0.1 "$@" >> "$log" 2>&1
 }

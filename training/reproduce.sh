@@ -71,12 +71,12 @@ T_CPU_AUTOCAST=${T_CPU_AUTOCAST:-auto}
 T_CHANNELS_LAST=${T_CHANNELS_LAST:-on}
 P_CPU_AUTOCAST=${P_CPU_AUTOCAST:-${TRAIN_CPU_AUTOCAST:-auto}}
 P_CHANNELS_LAST=${P_CHANNELS_LAST:-${TRAIN_CHANNELS_LAST:-on}}
-# where the specialists' augmentation runs (nnU-Net's nnUNet_n_proc_DA): on the CPU in each training process (0:
-# nnU-Net's SingleThreadedAugmenter, the same transforms), because the two folds side by side already keep every core
-# busy and worker processes cost more CPU than the augmentation itself (1.08x faster epochs from the pre-trained
-# network, 1.23x from a fresh one; bench/results/training-loader*.json); elsewhere env.sh's workers, so that a GPU
-# does not wait for its batches. Pre-training (one process on every core) keeps the workers.
-if [ "$DEVICE" = cpu ]; then T_N_PROC_DA=${T_N_PROC_DA:-0}; else T_N_PROC_DA=${T_N_PROC_DA:-$nnUNet_n_proc_DA}; fi
+# where the specialists' augmentation runs (nnU-Net's nnUNet_n_proc_DA): env.sh's worker processes, everywhere.
+# In the training process (T_N_PROC_DA=0, nnU-Net's SingleThreadedAugmenter, the same transforms) the epochs were
+# 1.04-1.33x faster on the CPU (bench/results/training-loader*.json), and it was the default until the timed rebuild
+# that measured it (docs/results/experiments/rebuild_fast/) found Task 1's DA5 member 0.001 below the out-of-fold
+# floor its plan had fixed: by that plan the lever is suspect and stays off until measured apart.
+T_N_PROC_DA=${T_N_PROC_DA:-$nnUNet_n_proc_DA}
 MODELS=${MODELS:-trained}   # trained: the members in $nnUNet_results; shipped: the members in model_weights/
 ORDER="data plan pretrain seed train oof export fit shift heldout baseline samples"
 ALL=${ORDER/ seed/}          # the rebuild from an empty folder: every step but seed
