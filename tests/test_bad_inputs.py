@@ -417,6 +417,29 @@ def test_bad_input(kind, case, capfd, monkeypatch):
     assert not (case.root / "pwned").exists()
 
 
+def test_the_container_checks_a_case_once_and_finds_its_nonzero_box_once(case, capfd, monkeypatch):
+    """The checks before any network runs are `Ensemble.segment`'s (`preflight.check_case`): the container does
+    not run them again, and the nonzero box (a pass over every voxel) is found once for all of them."""
+    import panther_ensemble.boxes as boxes_mod
+    import panther_ensemble.preflight as preflight_mod
+
+    calls = {"bounding_box": 0, "check_grids": 0}
+
+    def counted(name, function):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(boxes_mod, "bounding_box", counted("bounding_box", boxes_mod.bounding_box))
+    monkeypatch.setattr(preflight_mod, "check_grids", counted("check_grids", preflight_mod.check_grids))
+    case.memory_limit = 10 ** 15  # known, so that the memory check runs to its end
+    bad_voxel(3e38)(case)  # refused by the last check, after the other two, before any network
+    status, err = run_case(case, capfd, monkeypatch)
+    assert status == 2 and "overflow member A's ZScoreNormalization" in err, err
+    assert calls == {"bounding_box": 1, "check_grids": 1}
+
+
 def test_the_table_in_the_docs_lists_every_kind():
     doc = (REPO / "docs" / "ERRORS.md").read_text()
     missing = [k.id for k in KINDS if f"`{k.id}`" not in doc]

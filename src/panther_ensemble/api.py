@@ -139,14 +139,14 @@ class Ensemble:
         on_member: called with each member's probability map on the image grid as it is computed.
         name: what error messages call the image (default: its path, else "<image>").
 
-        Before any network runs, every member's network grid is checked (`preflight.check_grids`: an
+        Before any network runs, `preflight.check_case` checks every member's network grid (`check_grids`: an
         InputError for a spacing that gives an empty or a huge grid), whether the case fits in memory on the
-        CPU (`preflight.check_case_memory`: an `OutOfMemory`), and the voxel values
-        (`preflight.check_intensities`: none so large that a member's normalisation overflows). Running out
+        CPU (`check_case_memory`: an `OutOfMemory`), and the voxel values (`check_intensities`: none so large
+        that a member's normalisation overflows). Running out
         of memory, after the runtime's fallbacks, raises `OutOfMemory` (a MemoryError) saying so in one line.
         Logs one closing line: the total time and the tumour volume.
         """
-        from .preflight import check_case_memory, check_grids, check_intensities
+        from .preflight import check_case
         from .runtime import duration_text, peak_gpu_mb, peak_rss_mb
 
         started = time.perf_counter()
@@ -154,9 +154,7 @@ class Ensemble:
         where = name if name is not None else image if isinstance(image, (str, Path)) else "<image>"
         with memory_errors_as(f"loading the networks on {self.device}"):
             self._engine.load()
-        grids = check_grids(self, geometry, array, where)
-        check_case_memory(self, geometry, grids, array, where)
-        check_intensities(self, array, where)
+        check_case(self, geometry, array, where)
         shape = " x ".join(str(s) for s in geometry.size_xyz)
         called = Path(where).name if where != "<image>" else "the image"
         with memory_errors_as(f"segmenting {called} ({shape} voxels, on {self.device})"):

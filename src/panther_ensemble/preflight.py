@@ -15,8 +15,10 @@
   overflows float32 (nnU-Net's z-score squares deviations from the mean; an infinite variance turns the whole
   image into zeros and the mask comes out empty, silently).
 
-`cli/container.py` runs the output check and `check_grids` before the ensemble; `Ensemble.segment` runs
-`check_grids`, `check_case_memory` and `check_intensities` itself, so every caller of the API gets them.
+- `check_case(ensemble, geometry, image)`: the last three, the image's nonzero box (`nonzero_crop`) found once.
+
+`cli/container.py` runs the output check before it reads the image; `Ensemble.segment` runs `check_case`
+itself, so every caller of the API gets the rest.
 No torch import here.
 """
 
@@ -116,18 +118,38 @@ def network_grid(shape_zyx: Sequence[int], spacing_zyx: Sequence[float], plan) -
     return tuple(grid_t[i] for i in back), tuple(target_t[i] for i in back)
 
 
-def check_grids(ensemble, geometry: Geometry, image: np.ndarray | None = None, where: object = "<image>") -> dict:
+def nonzero_crop(image: np.ndarray) -> tuple[int, ...]:
+    """The shape (z, y, x) of the image's nonzero bounding box, what preprocessing crops to before resampling;
+    () for an image with no nonzero voxel (no network runs on it). One pass over the voxels: compute it once
+    per case and hand it to `check_grids` and `check_case_memory` (`check_case` does)."""
+    from .boxes import bounding_box
+
+    box = bounding_box(np.asarray(image) != 0)
+    return () if box is None else tuple(int(b - a) for a, b in box)
+
+
+def check_case(ensemble, geometry: Geometry, image: np.ndarray, where: object = "<image>") -> dict:
+    """Every check a case gets before any network runs, the nonzero box found once: `check_grids`,
+    `check_case_memory`, `check_intensities`. Returns `check_grids`'s {member: grid (z, y, x)}."""
+    crop = nonzero_crop(image)
+    grids = check_grids(ensemble, geometry, where=where, crop_zyx=crop)
+    check_case_memory(ensemble, geometry, grids, where=where, crop_zyx=crop)
+    check_intensities(ensemble, image, where)
+    return grids
+
+
+def check_grids(ensemble, geometry: Geometry, image: np.ndarray | None = None, where: object = "<image>", *,
+                crop_zyx: tuple[int, ...] | None = None) -> dict:
     """Refuse an image whose network grid for some member is empty along an axis or larger than
     `max_grid_voxels()`; the message names the spacing, the member and the grid it would give. `ensemble`: an
-    `Ensemble` (its networks are loaded, none is run). `image`: the voxels, when at hand, so that the grid is
-    computed on the crop to the nonzero box as preprocessing does. Returns {member: grid (z, y, x)}."""
+    `Ensemble` (its networks are loaded, none is run). `image` (or its `nonzero_crop`, `crop_zyx`), when at hand,
+    so that the grid is computed on the crop to the nonzero box as preprocessing does. Returns {member: grid
+    (z, y, x)}."""
     full = shape = tuple(geometry.shape_zyx)
-    if image is not None:
-        from .boxes import bounding_box
-
-        box = bounding_box(np.asarray(image) != 0)
-        if box is not None:
-            shape = tuple(int(b - a) for a, b in box)
+    if crop_zyx is None and image is not None:
+        crop_zyx = nonzero_crop(image)
+    if crop_zyx:
+        shape = tuple(crop_zyx)
     limit = max_grid_voxels()
     spacing_zyx = geometry.spacing_zyx
     grids = {}
@@ -167,11 +189,12 @@ def case_memory_bytes(image_voxels: int, labels: int, members: Sequence[tuple[in
 
 
 def check_case_memory(ensemble, geometry: Geometry, grids: dict, image: np.ndarray | None = None,
-                      where: object = "<image>") -> None:
+                      where: object = "<image>", *, crop_zyx: tuple[int, ...] | None = None) -> None:
     """Refuse, as `OutOfMemory` (exit 3), a case whose tensors cannot fit in memory on the CPU
     (`case_memory_bytes` against `io.stored.memory_limit_bytes`). On a GPU the runtime's fallbacks own the
     device's memory, so only the CPU is checked; an all-zero image runs no network and needs only its mask.
-    `grids`: `check_grids`'s answer."""
+    `grids`: `check_grids`'s answer. `image` or its `nonzero_crop` (`crop_zyx`): the members' maps cover that box;
+    neither given, the whole image."""
     from .io.stored import memory_limit_bytes
 
     if getattr(ensemble.device, "type", str(ensemble.device)) != "cpu":
@@ -180,14 +203,11 @@ def check_case_memory(ensemble, geometry: Geometry, grids: dict, image: np.ndarr
     if limit is None:
         return
     voxels = int(np.prod([int(s) for s in geometry.shape_zyx], dtype=object))
-    crop = voxels
-    if image is not None:
-        from .boxes import bounding_box
-
-        box = bounding_box(np.asarray(image) != 0)
-        if box is None:
-            return
-        crop = int(np.prod([int(b - a) for a, b in box], dtype=object))
+    if crop_zyx is None and image is not None:
+        crop_zyx = nonzero_crop(image)
+    if crop_zyx == ():
+        return
+    crop = voxels if crop_zyx is None else int(np.prod([int(s) for s in crop_zyx], dtype=object))
     labels = ensemble.member_labels()
     members = [(len(labels[name]), crop, int(np.prod(grid, dtype=object))) for name, grid in grids.items()]
     need = case_memory_bytes(voxels, len(ensemble.labels), members, any_member=bool(ensemble.spec.time_budget_s))

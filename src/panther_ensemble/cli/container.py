@@ -6,8 +6,9 @@ the image's own model_weights/, and resources/task<N>.json for the task the sock
 
 Everything that can be checked is checked before any network runs, in this order: the input socket, the
 output location (`preflight.check_output_target`), the spec and model folders, the image, the
-checkpoints, every member's network grid (`preflight.check_grids`). Any failure is one `error:` line and a
-non-zero exit status (`failures.py`), and nothing is written to /output.
+checkpoints, then what `Ensemble.segment` checks itself (`preflight.check_case`: every member's network grid,
+the case's memory on the CPU, the voxel values). Any failure is one `error:` line and a non-zero exit status
+(`failures.py`), and nothing is written to /output.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def run(input_dir: Path, output_dir: Path, model_dir: Path, spec_path: Path | No
         app_root: Path) -> Path:
     from ..api import Ensemble
     from ..io import find_socket_input, output_mask_path, read_image
-    from ..preflight import check_grids, check_output_target
+    from ..preflight import check_output_target
     from ..runtime import duration_text
 
     started = time.perf_counter()
@@ -83,7 +84,6 @@ def run(input_dir: Path, output_dir: Path, model_dir: Path, spec_path: Path | No
              tuple(round(s, 4) for s in geometry.spacing_xyz))
     with memory_errors_as(f"loading the networks on {ensemble.device}"):
         ensemble.load()
-    check_grids(ensemble, geometry, image, socket.image)
     result = ensemble.segment((image, geometry), name=socket.image)
     result.save(target)
     log.info("wrote %s in %s", target, duration_text(time.perf_counter() - started))
