@@ -389,3 +389,24 @@ def test_itk_captures_in_threads_keep_stderr_and_every_log_line(tmp_path):
     lines = run.stderr.splitlines()
     assert [f"line {k}" for k in range(200)] == [x for x in lines if x.startswith("line ")]
     assert lines[-1] == "the end"
+
+
+@pytest.mark.parametrize("files,expected", [
+    ({}, None),  # no cgroup files: no limit of the cgroup's
+    ({"memory.max": "max"}, None),
+    ({"memory.max": "4000", "memory.swap.max": "0"}, 4000),  # --memory 4000 --memory-swap 4000: no swap
+    ({"memory.max": "4000", "memory.swap.max": "500"}, 4500),
+    ({"memory.max": "4000", "memory.swap.max": "max"}, 4000 + 700),  # as much swap as the host has
+    ({"memory.max": "4000", "memory.swap.max": "9000"}, 4000 + 700),
+    ({"memory.max": "4000"}, 4000 + 700),  # no swap accounting: the cgroup does not limit swap
+    ({"memory/memory.limit_in_bytes": "4000"}, 4700),  # cgroup v1
+    ({"memory/memory.limit_in_bytes": "4000", "memory/memory.memsw.limit_in_bytes": "4200"}, 4200),
+    ({"memory/memory.limit_in_bytes": "9223372036854771712"}, None),  # v1's "no limit"
+])
+def test_the_cgroup_limit_counts_the_swap_it_allows(tmp_path, files, expected):
+    from panther_ensemble.io.stored import cgroup_memory_limit
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text + "\n")
+    assert cgroup_memory_limit(tmp_path, host_swap=700) == expected

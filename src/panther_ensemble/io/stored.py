@@ -167,23 +167,46 @@ def check_fits_in_memory(path: Path, size, pixel_id: int, float_copy: bool) -> N
 
 
 def memory_limit_bytes() -> int | None:
-    """Memory this process may use: physical memory plus swap, or the cgroup limit (a container's --memory)
-    when smaller; None when unknown."""
+    """Memory this process may use: physical memory plus swap, or the cgroup's limit (a container's --memory, with
+    the swap it allows) when smaller; None when unknown."""
     limits = []
+    swap = 0
     try:
         import psutil
 
-        limits.append(int(psutil.virtual_memory().total + psutil.swap_memory().total))
+        swap = int(psutil.swap_memory().total)
+        limits.append(int(psutil.virtual_memory().total) + swap)
     except Exception:  # noqa: BLE001 - psutil missing or /proc unreadable: unknown
         pass
-    for name in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            text = Path(name).read_text().strip()
-        except OSError:
-            continue
-        if text.isdigit() and int(text) < 2**60:
-            limits.append(int(text))
+    cgroup = cgroup_memory_limit(Path("/sys/fs/cgroup"), swap)
+    if cgroup is not None:
+        limits.append(cgroup)
     return min(limits) if limits else None
+
+
+def cgroup_memory_limit(root: Path, host_swap: int) -> int | None:
+    """The memory and swap the cgroup mounted at `root` allows (None: no limit). A refusal must not come from
+    swap left out: a container run with --memory may still swap, as much as `--memory-swap` allows (cgroup v2
+    memory.swap.max; v1 memory.memsw.limit_in_bytes, memory and swap together), or the host's swap where the
+    cgroup does not limit it."""
+    def read(name: str) -> int | None | str:
+        try:
+            text = (root / name).read_text().strip()
+        except OSError:
+            return "absent"
+        return int(text) if text.isdigit() and int(text) < 2**60 else None  # "max" or v1's huge "no limit"
+
+    memory = read("memory.max")  # cgroup v2
+    if memory != "absent":
+        if memory is None:
+            return None
+        swap = read("memory.swap.max")
+        return memory + (host_swap if swap in (None, "absent") else min(swap, host_swap))
+    memory = read("memory/memory.limit_in_bytes")  # cgroup v1
+    if memory in (None, "absent"):
+        return None
+    both = read("memory/memory.memsw.limit_in_bytes")
+    return min(both, memory + host_swap) if isinstance(both, int) else memory + host_swap
 
 
 def bytes_text(n: float) -> str:
