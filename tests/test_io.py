@@ -211,6 +211,21 @@ def test_truncated_files_say_how_much_data_is_missing(tmp_path, name, compress, 
     assert capfd.readouterr().err == ""  # nothing from ITK or MetaIO on the terminal
 
 
+def test_an_itk_failure_on_whole_data_is_not_called_a_truncation(tmp_path, monkeypatch):
+    """The file holds all the data its header declares, and ITK still fails reading it: say what ITK said, not a
+    cause we did not find."""
+    path = volume(tmp_path, "a.mha", False)
+
+    def fail(reader):
+        raise RuntimeError("Exception thrown in SimpleITK ImageFileReader_Execute: itkImageIOBase.cxx:123:\n"
+                           "ITK ERROR: MetaImageIO(0x55d0): unsupported pixel layout")
+
+    monkeypatch.setattr(sitk.ImageFileReader, "Execute", fail)
+    with pytest.raises(InputError) as err:
+        read_image(path)
+    assert str(err.value) == f"{path}: ITK could not read the image data (unsupported pixel layout)"
+
+
 def test_cut_compressed_metaimage_without_declared_size(tmp_path, capfd):
     path = volume(tmp_path, "a.mha", compress=True)
     raw = path.read_bytes()

@@ -206,7 +206,7 @@ def _read_itk(path: Path, intensity: bool) -> sitk.Image:
         raise OutOfMemory(f"reading {path}", f"{size_text(size, pixel_type)} ({one_line(str(failure), 120)})")
     problem = itk_read_report(path, itk_text)
     if problem is None and failure is not None:
-        problem = f"truncated or corrupt image data ({itk_reason(failure)})"
+        problem = f"ITK could not read the image data ({itk_reason(failure)})"  # not known to be cut: not said
     if problem is not None:
         raise InputError(path, problem)
     log_itk_output(path, itk_text)
