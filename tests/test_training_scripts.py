@@ -341,12 +341,14 @@ def test_reproduce_makes_heldout_maps_beside_the_fit_on_the_cores_it_leaves(tmp_
     # (the heldout step's own map lanes name their seeds one by one, the early jobs the whole range)
     early = [c for c in calls if "evaluate_heldout.py" in c[0] and _arg(c, "--stage") == "maps"
              and _arg(c, "--seeds") == "1100-1119"]
-    spare = len(os.sched_getaffinity(0)) - len(tasks.split())
-    # with two fits, the core the first frees makes maps of the whole range too, stopped when the last fit ends
-    # (here at once: how many it started is a race, none to one per task)
-    lane = len(tasks.split()) if "on the core a finished fit left" in log else 0
-    assert (lane > 0) == (len(tasks.split()) > 1)
-    assert max(0, min(spare, len(tasks.split()))) <= len(early) <= max(0, min(spare, len(tasks.split()))) + lane
+    n = len(tasks.split())
+    spare = len(os.sched_getaffinity(0)) - n
+    beside = max(0, min(spare, n))
+    # with two fits, the core the first frees makes the maps of the tasks no spare core makes, stopped when the
+    # last fit ends (here at once: whether it started them is a race)
+    assert ("on the core a finished fit left" in log) == (n > 1 and beside < n)
+    assert beside <= len(early) <= n
+    assert sorted({_arg(c, "--task") for c in early}) == sorted(_arg(c, "--task") for c in early)  # each task once
     assert all(_arg(c, "--threads") == "1" for c in early)
     if spare >= 1:  # started before the fits (the calls themselves run side by side: their record has no order)
         assert log.index("beside the fit") < log.index("fitting the Task")
@@ -356,31 +358,40 @@ def test_reproduce_makes_heldout_maps_beside_the_fit_on_the_cores_it_leaves(tmp_
     assert not [c for c in _recorded_calls(tmp_path / "alone", tasks, "fit")[0] if "evaluate_heldout.py" in c[0]]
 
 
-def test_reproduce_makes_heldout_maps_on_the_core_the_first_fit_frees_and_stops_them_with_the_last(tmp_path):
-    """Task 2's fit ends long before Task 1's: its core makes held-out maps until Task 1's fit ends, then that job
-    and everything it started are stopped (the heldout step makes what is left), and the step goes on at once."""
+@pytest.mark.parametrize("cores,lane_tasks", [(2, ["1", "2"]), (3, ["2"])])
+def test_reproduce_makes_heldout_maps_on_the_core_the_first_fit_frees_and_stops_them_with_the_last(tmp_path, cores,
+                                                                                                  lane_tasks):
+    """Task 2's fit ends long before Task 1's: its core makes the held-out maps that no core beside the fits makes
+    (on 3 cores one makes Task 1's from the start), until Task 1's fit ends; then that job and everything it started
+    are stopped (the heldout step makes what is left), and the step goes on at once."""
     calls, pids = tmp_path / "calls.txt", tmp_path / "pids.txt"
+    bin_dir = tmp_path / "bin"
+    write_script(bin_dir / "nproc", f"#!/bin/sh\necho {cores}\n")  # reproduce.sh's cores()
     fake = tmp_path / "python"
     fake.write_text(f"""#!/bin/sh
 case "$*" in
   *fit_default.py*"--task 1"*) sleep 4 ;;
-  *evaluate_heldout.py*"--seeds 1100-1119"*"--stage maps"*)
+  *evaluate_heldout.py*"--task {lane_tasks[0]}"*"--seeds 1100-1119"*"--stage maps"*)
     echo "maps $*" >> {calls}; sleep 60 & echo $! >> {pids}; wait; echo "maps finished" >> {calls} ;;
   *) echo "$*" >> {calls} ;;
 esac
 """)
     fake.chmod(0o755)
-    two = sorted(os.sched_getaffinity(0))[:2]  # no core left beside the two fits: no maps before them
-    env = dict(os.environ, TASKS="1 2", PY=str(fake), PANTHER_DATA=str(tmp_path / "data"), TMPDIR=str(tmp_path))
+    env = dict(os.environ, TASKS="1 2", PY=str(fake), PANTHER_DATA=str(tmp_path / "data"), TMPDIR=str(tmp_path),
+               PATH=f"{bin_dir}:{os.environ['PATH']}")
     run = subprocess.run(["bash", str(REPO / "training" / "reproduce.sh"), "fit", "heldout"], capture_output=True,
-                         text=True, timeout=50, env=env, preexec_fn=lambda: os.sched_setaffinity(0, two))
+                         text=True, timeout=50, env=env)
     assert run.returncode == 0, run.stderr
     log = run.stdout
     assert log.index("fitting the Task 2") < log.index("on the core a finished fit left") < log.index("held-out maps:")
+    assert f"(Task {' '.join(lane_tasks)}, 1 thread" in log
     lines = calls.read_text().splitlines()
     lane = [line.split() for line in lines if line.startswith("maps ")]
-    assert [_arg(c, "--task") for c in lane] == ["1"] and _arg(lane[0], "--threads") == "1"  # stopped in Task 1
+    assert [_arg(c, "--task") for c in lane] == lane_tasks[:1] and _arg(lane[0], "--threads") == "1"  # stopped in it
     assert "maps finished" not in lines  # stopped, not waited for (the run ended within its timeout)
+    whole = [line.split() for line in lines if not line.startswith("maps ") and "evaluate_heldout.py" in line
+             and "--seeds 1100-1119 " in line + " " and "--stage maps" in line]  # the early jobs, instant here
+    assert sorted(_arg(c, "--task") for c in whole + lane) == (["1"] if cores == 3 else []) + lane_tasks[:1]
     for pid in pids.read_text().split():  # nothing it started outlives it
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
     scored = [line.split() for line in lines if "evaluate_heldout.py" in line and "--stage" not in line]

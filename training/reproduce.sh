@@ -108,14 +108,15 @@ wait_all() {  # wait_all PID...: waits for every one, then fails with the first 
   done
   return "$rc"
 }
-descendants() {  # descendants PID: its children, theirs, and so on, parents first
-  local child
-  for child in $(pgrep -P "$1" || true); do echo "$child"; descendants "$child"; done
-}
-stop_job() {  # stop_job PID: ends a background job and every process it started (listed before any is stopped,
-  local tree   # parents first, so that none starts another); its exit status is not asked
-  mapfile -t tree < <(echo "$1"; descendants "$1")
-  kill -TERM "${tree[@]}" 2> /dev/null || true
+stop_job() {  # stop_job PID: ends a background job and every process it started; its exit status is not asked
+  local tree=("$1") i=0 child
+  while (( i < ${#tree[@]} )); do  # each process frozen before its children are listed: none starts another
+    kill -STOP "${tree[i]}" 2> /dev/null || true
+    while read -r child; do tree+=("$child"); done < <(pgrep -P "${tree[i]}" || true)
+    i=$(( i + 1 ))
+  done
+  kill -TERM "${tree[@]}" 2> /dev/null || true  # (delivered on CONT)
+  kill -CONT "${tree[@]}" 2> /dev/null || true
   wait "$1" 2> /dev/null || true
 }
 cores() { env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc; }  # nproc alone answers env.sh's OMP_NUM_THREADS=1
@@ -342,19 +343,20 @@ heldout_run() {  # heldout_run TASK THREADS [ARGS...]: evaluate_heldout.py on th
 }
 
 step_fit() {
-  local t pids=() spare
+  local t pids=() spare late=
   spare=$(( $(cores) - $(wc -w <<< "$TASKS") ))  # each fit runs on one core
-  if has heldout && (( spare >= 1 )); then
-    # the held-out maps depend on the exported members only, not on the fit: make them on the cores the fits leave
-    for t in $TASKS; do
-      if [ -f "$REPO/docs/results/fit_task$t/base.json" ] && (( spare >= 1 )); then
+  for t in $TASKS; do  # the held-out maps depend on the exported members only, not on the fit
+    if has heldout && [ -f "$REPO/docs/results/fit_task$t/base.json" ]; then
+      if (( spare >= 1 )); then  # on the cores the fits leave
         stamp "held-out maps, Task $t, beside the fit (1 thread)"
         heldout_run "$t" 1 --stage maps &
         EARLY_MAPS+=($!)
         spare=$(( spare - 1 ))
+      else
+        late+=" $t"
       fi
-    done
-  fi
+    fi
+  done
   for t in $TASKS; do  # the tasks side by side
     stamp "fitting the Task $t ensemble"
     "$PY" "$HERE/fit_default.py" --task "$t" --oof "$PANTHER_DATA/oof/${DS[$t]}" --gt "$nnUNet_raw/${DS[$t]}/labelsTr" \
@@ -362,18 +364,23 @@ step_fit() {
       >> "$LOGS/fit_t$t.log" 2>&1 &
     pids+=($!)
   done
-  if ! has heldout || [ "$DEVICE" != cpu ] || (( ${#pids[@]} < 2 )); then
+  # the fits take unequal times (Task 1's about 9x Task 2's in rebuild_fast: 33 min of a core left idle): the core
+  # the first one frees makes the maps no core beside the fits makes, until the last fit ends; that job is then
+  # stopped (a map is written whole: at most the case in progress is lost) and the heldout step deals what is left
+  # to every core. (`wait -n -p` is bash 5.1's; the job is stopped with procps' pgrep)
+  if [ -z "$late" ] || [ "$DEVICE" != cpu ] || (( ${#pids[@]} < 2 )) || ! command -v pgrep > /dev/null \
+     || (( BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] < 501 )); then
     wait_all "${pids[@]}"
     return
   fi
-  # the fits take unequal times (Task 1's about 9x Task 2's in rebuild_fast: 33 min of a core left idle): the core
-  # the first one frees makes held-out maps until the last fit ends, then that job is stopped (maps are written
-  # whole, so at most the case in progress is lost) and the heldout step deals what is left to every core
-  local first pid rc=0 status lane=
+  local first='' pid rc=0 status lane=''
   wait -n -p first "${pids[@]}" || rc=$?
   if (( rc == 0 )); then
-    stamp "held-out maps on the core a finished fit left (1 thread, until the last fit ends)"
-    ( for t in $TASKS; do heldout_run "$t" 1 --stage maps; done ) &
+    stamp "held-out maps on the core a finished fit left (Task$late, 1 thread, until the last fit ends)"
+    # shellcheck disable=SC2086 # one word per task
+    ( for t in $late; do
+        heldout_run "$t" 1 --stage maps || stamp "held-out maps, Task $t, beside the fit failed (heldout_t$t.log)"
+      done ) &
     lane=$!
   fi
   for pid in "${pids[@]}"; do
@@ -382,7 +389,9 @@ step_fit() {
     wait "$pid" || status=$?
     if (( status != 0 && rc == 0 )); then rc=$status; fi
   done
-  if [ -n "$lane" ]; then stop_job "$lane"; fi
+  if [ -n "$lane" ] && jobs -rp | grep -qx "$lane"; then  # (a job that ended may have left its pid to another)
+    stop_job "$lane"
+  fi
   return "$rc"
 }
 
