@@ -48,7 +48,7 @@ for s in $STEPS; do
       mkdir -p "$HERE/rebuilt"
       for p in training/results.md docs/results/fit_task1 docs/results/fit_task2 docs/results/heldout_task1 \
                docs/results/heldout_task2 resources/task1.json resources/task2.json training/baseline_t1.json \
-               training/baseline_t2.json; do
+               training/baseline_t2.json model_weights; do
         if [ -e "$CLONE/$p" ]; then mkdir -p "$HERE/rebuilt/$(dirname "$p")"; rm -rf "${HERE:?}/rebuilt/$p"; cp -a "$CLONE/$p" "$HERE/rebuilt/$p"; fi
       done
       exp_stamp "collected into $HERE/rebuilt" ;;
