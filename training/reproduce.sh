@@ -373,7 +373,7 @@ step_fit() {
     wait_all "${pids[@]}"
     return
   fi
-  local first='' pid rc=0 status lane=''
+  local first='' pid rc=0 lane='' rest=()
   wait -n -p first "${pids[@]}" || rc=$?
   if (( rc == 0 )); then
     stamp "held-out maps on the core a finished fit left (Task$late, 1 thread, until the last fit ends)"
@@ -383,12 +383,10 @@ step_fit() {
       done ) &
     lane=$!
   fi
-  for pid in "${pids[@]}"; do
-    if [ "$pid" = "$first" ]; then continue; fi
-    status=0
-    wait "$pid" || status=$?
-    if (( status != 0 && rc == 0 )); then rc=$status; fi
-  done
+  for pid in "${pids[@]}"; do if [ "$pid" != "$first" ]; then rest+=("$pid"); fi; done
+  local status=0
+  wait_all "${rest[@]}" || status=$?
+  if (( rc == 0 )); then rc=$status; fi
   if [ -n "$lane" ] && jobs -rp | grep -qx "$lane"; then  # (a job that ended may have left its pid to another)
     stop_job "$lane"
   fi
