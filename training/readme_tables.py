@@ -24,7 +24,8 @@ HEADER = ("| {first} | entry | Dice | surface Dice 5 mm | HD95 mm | MASD mm | vo
           "|---|---|---|---|---|---|---|---|")
 # leaderboard names -> the words of the tables
 ENTRY = {"fitted ensemble (held-out)": "fitted (shipped spec's fit)", "equal-weight ensemble": "equal weights, argmax",
-         "fitted": "**fitted (shipped)**", "equal": "equal weights, argmax"}
+         "fitted": "**fitted (shipped)**", "equal": "equal weights, argmax",
+         "rebuilt": "**rebuilt members (shipped)**", "release": "the release they replaced"}
 T1 = "docs/results/experiments/task1_60ep_confident"
 T1I = "docs/results/experiments/task1_iso84"
 T1E = "docs/results/experiments/task1_84ep"
@@ -33,14 +34,39 @@ T1G = "docs/results/experiments/task1_guard60"
 T2 = "docs/results/experiments/keep_confident_task2"
 T2G = "docs/results/experiments/task2_60ep_guard"
 T2B = "docs/results/experiments/task2_bf16_release"
+RR = "docs/results/experiments/rebuild_release"
+# the sets rescore.sh scored the rebuilt members on (the sets the replaced release's tables show)
+RESCORED = {1: ("1140-1159", "1200-1219", "1220-1239", "1240-1259", "1260-1279", "1280-1299", "1310-1329"),
+            2: ("1160-1179", "1200-1219", "1220-1239", "1240-1259", "1260-1279", "1280-1299")}
+DECIDED = {1: "1330-1349", 2: "1310-1329"}
+
+
+def shipped_rows(t: int) -> list[tuple[str, str, str]]:
+    """The shipped release (the rebuilt members, since 2026-12-08) on every held-out set of Task t."""
+    n = 20 * (1 + len(RESCORED[t]))
+    return [("1100-1119", f"docs/results/heldout_task{t}/leaderboard.json", "fitted"),
+            *[(s, f"{RR}/rescored_task{t}_seeds{s}/leaderboard.json", "fitted") for s in RESCORED[t]],
+            (f"{DECIDED[t]} (its release decision)",
+             f"{RR}/heldout_candidate_task{t}_seeds{DECIDED[t]}/leaderboard.json", "fitted"),
+            (f"{n}: all that decided nothing", f"{RR}/pooled_rebuilt_task{t}_undecided.json", "all"),
+            (f"{n + 20}: with its decision set", f"{RR}/pooled_rebuilt_task{t}_all.json", "fitted")]
+
+
 # NAME -> (first column's title, [(first column, result file, the entries to show: "all" or "fitted")])
 TABLES = {
     "nested-cv": ("task", [
         ("1", "docs/results/fit_task1/report.json", "all"),
         ("2", "docs/results/fit_task2/report.json", "all"),
     ]),
-    "heldout-task1": ("held-out cases (Task 1)", [
-        ("1100-1119", "docs/results/heldout_task1/leaderboard.json", "fitted"),
+    "heldout-task1": ("held-out cases (Task 1)", shipped_rows(1)),
+    "heldout-task2": ("held-out cases (Task 2)", shipped_rows(2)),
+    "releases": ("task", [
+        ("1", f"{RR}/compare_releases_task1.json", "all"),
+        ("2", f"{RR}/compare_releases_task2.json", "all"),
+    ]),
+    # the 60-epoch release (2026-12-03 to 2026-12-07), in HISTORY.md
+    "heldout-task1-60ep": ("held-out cases (Task 1, 60-epoch release)", [
+        ("1100-1119", f"{RR}/heldout_release_task1_seeds1100-1119/leaderboard.json", "fitted"),
         ("1140-1159", f"{T1}/heldout_release_seeds1140-1159/leaderboard.json", "fitted"),
         ("1200-1219", f"{T1}/heldout_release_seeds1200-1219/leaderboard.json", "fitted"),
         ("1220-1239 (its release decision)", f"{T1}/heldout_candidate_seeds1220-1239/leaderboard.json", "fitted"),
@@ -50,6 +76,8 @@ TABLES = {
         ("1280-1299 (the decision to go back)", f"{T1B}/heldout_candidate_seeds1280-1299/leaderboard.json", "fitted"),
         ("1310-1329 (a candidate's decision, tied)", f"{T1G}/heldout_release_seeds1310-1329/leaderboard.json", "fitted"),
         ("140: the first seven", f"{T1B}/pooled_release_1100-1119_1140-1159_1200-1299.json", "all"),
+        ("1330-1349 (the rebuilt members' decision)", f"{RR}/heldout_release_task1_seeds1330-1349/leaderboard.json",
+         "fitted"),
     ]),
     # the 84-epoch release (2026-12-06, one day), in HISTORY.md
     "heldout-task1-84ep": ("held-out cases (Task 1, 84-epoch release)", [
@@ -62,14 +90,17 @@ TABLES = {
         ("1280-1299 (the decision to go back)", f"{T1B}/heldout_release_seeds1280-1299/leaderboard.json", "fitted"),
         ("140: all seven", f"{T1B}/pooled_release84ep_1100-1119_1140-1159_1200-1299.json", "all"),
     ]),
-    "heldout-task2": ("held-out cases (Task 2)", [
-        ("1100-1119", "docs/results/heldout_task2/leaderboard.json", "fitted"),
+    # the bfloat16-trained release (2026-12-06 to 2026-12-07), in HISTORY.md
+    "heldout-task2-bf16": ("held-out cases (Task 2, bfloat16-trained 60-epoch release)", [
+        ("1100-1119", f"{RR}/heldout_release_task2_seeds1100-1119/leaderboard.json", "fitted"),
         ("1160-1179", f"{T2B}/heldout_release_seeds1160-1179/leaderboard.json", "fitted"),
         ("1200-1219", f"{T2B}/heldout_release_seeds1200-1219/leaderboard.json", "fitted"),
         ("1220-1239", f"{T2B}/heldout_release_seeds1220-1239/leaderboard.json", "fitted"),
         ("1260-1279", f"{T2B}/heldout_release_seeds1260-1279/leaderboard.json", "fitted"),
         ("1280-1299 (the release decision)", f"{T2B}/heldout_candidate_seeds1280-1299/leaderboard.json", "fitted"),
         ("120: all six", f"{T2B}/pooled_release_1100-1119_1160-1179_1200-1239_1260-1299.json", "all"),
+        ("1310-1329 (the rebuilt members' decision)", f"{RR}/heldout_release_task2_seeds1310-1329/leaderboard.json",
+         "fitted"),
     ]),
     # the release before (float32 60-epoch members, never-empty guard, 2026-12-05 to 2026-12-06), in HISTORY.md
     "heldout-task2-60ep": ("held-out cases (Task 2, float32 60-epoch release)", [
