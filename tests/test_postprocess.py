@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from types import SimpleNamespace
 
@@ -222,3 +223,67 @@ def test_component_peaks_bench_reports_both_ways_on_real_map_files(tmp_path, cap
     doc = json.loads(out.read_text())
     assert doc["identical"] is True and doc["calls"] == doc["image"]["calls"] + doc["crop"]["calls"] > 0
     assert doc["image"]["median_voxels"] == 6 * 20 * 20 and doc["image"]["scipy_s"] > 0
+
+
+def _bench(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_postprocess_reads_only_the_tumour_voxels_and_decides_as_before(seed):
+    """Every rule and combination on scattered masks (many components, equal volumes, equal peaks, a
+    Fortran-ordered and a strided input): the same mask as the whole-image version it replaced (kept in
+    bench/postprocess_voxels.py, which times the two inside the fit's scoring)."""
+    before = _bench("postprocess_voxels").postprocess_before
+    rng = np.random.default_rng(seed)
+    shape = (14, 40, 37)
+    field = rng.random(shape).astype(np.float32)
+    tumor = field > rng.uniform(0.9, 0.99)
+    if seed % 3 == 1:
+        tumor = np.asfortranarray(tumor)
+    if seed % 3 == 2:
+        big = np.zeros((28, 40, 37), bool)
+        big[::2] = tumor
+        tumor = big[::2]  # a strided view
+        assert not tumor.flags.c_contiguous
+    probability = np.round(rng.random(shape), 1).astype(np.float32)  # rounded: ties between component peaks
+    pancreas = np.zeros(shape, bool)
+    pancreas[5:9, 10:25, 12:20] = True
+    spacing = (3.0, 1.3, 1.3)
+    rules = [dict(min_volume_mm3=v) for v in (5.0, 30.0, 1e9)]
+    rules += [dict(keep_largest=k) for k in (1, 2, 50)]
+    rules += [dict(keep_most_confident=k, tumor_probability=probability) for k in (1, 3)]
+    rules += [dict(max_distance_to_pancreas_mm=d) for d in (0.0, 4.0)]
+    rules += [dict(min_volume_mm3=5.0, keep_most_confident=1, tumor_probability=probability),
+              dict(min_volume_mm3=5.0, keep_largest=2, max_distance_to_pancreas_mm=6.0)]
+    assert tumor.any()
+    for r in rules:
+        got = postprocess(tumor, spacing, pancreas, quiet=True, **r)
+        want = before(tumor, spacing, pancreas, **r)
+        assert got.dtype == bool and got.shape == tumor.shape, r
+        assert np.array_equal(got, want), r
+
+
+def test_postprocess_voxels_bench_scores_the_fit_search_both_ways_with_identical_metrics(tmp_path):
+    """bench/postprocess_voxels.py on out-of-fold maps in fit's layout (the simulated biased members of
+    test_fit_simulated: one over-segments, one adds far false positives): both post-processings timed inside the
+    fit's Evaluator, every metric identical (exit 0), the json written."""
+    import json
+
+    import fitsim
+
+    fitsim.write_case(tmp_path, fitsim.phantom_case(7), seed=7)
+    out = tmp_path / "r.json"
+    bench = _bench("postprocess_voxels")
+    assert bench.main(["--oof", str(tmp_path / "oof"), "--gt", str(tmp_path / "gt"), "--cases", "1", "--rounds", "2",
+                       "--weight-step", "1.0", "--thresholds", "0.4", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["identical_metrics"] is True and doc["postprocess_calls"] > 0 and doc["cases"] == 1
+    assert len(doc["postprocess_s_before"]) == len(doc["postprocess_s_now"]) == 2
