@@ -2,7 +2,8 @@
 # Shipping the rebuilt members (README.md, "Results": the rule said ship on both tasks) rescores the held-out sets
 # that the README's tables show for the previous release, with the rebuilt members and their shifted specs, so that
 # every row of those tables describes what ships. Resumable: each set's phantoms and member maps are kept in
-# $PANTHER_DATA/exp/rebuild_release/rescore_task<N>_<SEEDS> and made only where missing.
+# $PANTHER_DATA/exp/rebuild_release/rescore_task<N>_<SEEDS> and made only where missing; a set's maps are deleted once
+# its table is written (KEEP_MAPS=1 keeps them).
 #   bash docs/results/experiments/rebuild_release/rescore.sh [TASK:SEEDS ...]   (default: every set below)
 # Seeds 1100-1119 come from the rebuild's own heldout step (../rebuild_fast/rebuilt/docs/results/heldout_task<N>/),
 # the decision sets (Task 1 1330-1349, Task 2 1310-1329) from run.sh: neither is made again here.
@@ -29,5 +30,8 @@ for set in $SETS; do
   exp_heldout "$t" "$seeds" "$CLONE/model_weights" "$CLONE/docs/results/fit_task$t/base.json" \
     "$HERE/candidate_task$t.json" "$HERE/rescored_task${t}_seeds$seeds" "$W/rescore_task${t}_$seeds" "$THREADS" \
     >> "$PANTHER_DATA/logs/exp_rebuild_release_rescore_t$t.log" 2>&1
+  # a set's member maps (about 4.5 GB per 20 cases) go once its table is written (KEEP_MAPS=1 keeps them): the
+  # thirteen sets' maps would not fit this machine's disk (the run of 2026-12-07 stopped on a full disk)
+  if [ "${KEEP_MAPS:-0}" != 1 ]; then rm -rf "$W/rescore_task${t}_$seeds/maps"; fi
 done
 exp_stamp "done"
