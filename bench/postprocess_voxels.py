@@ -24,6 +24,8 @@ from pathlib import Path
 import cc3d
 import numpy as np
 import torch
+from scipy import ndimage
+from scipy.ndimage import distance_transform_edt
 
 from panther_ensemble.inference import postprocess as pp_module
 from panther_ensemble.scoring import fit
@@ -33,8 +35,8 @@ from panther_ensemble.scoring.fit import evaluator as evaluator_module
 def postprocess_before(tumor, spacing_zyx, pancreas=None, *, min_volume_mm3=None, keep_largest=None,
                        max_distance_to_pancreas_mm=None, keep_most_confident=None, tumor_probability=None,
                        quiet=True):
-    """`postprocess` until 2026-12-08, line for line: bincount, the peaks (`component_peaks`) and the keep lookup
-    over the whole label image. The same rules in the same order."""
+    """`postprocess` until 2026-12-08, line for line: bincount, the peaks (`component_peaks`), the pancreas gate's
+    per-label minimum (scipy) and the keep lookup over the whole label image. The same rules in the same order."""
     if keep_largest is not None and keep_most_confident is not None:
         raise ValueError("keep_largest and keep_most_confident exclude each other")
     if (min_volume_mm3 is None and keep_largest is None and max_distance_to_pancreas_mm is None
@@ -46,13 +48,28 @@ def postprocess_before(tumor, spacing_zyx, pancreas=None, *, min_volume_mm3=None
     if min_volume_mm3 is not None:
         keep &= volumes >= min_volume_mm3
     if max_distance_to_pancreas_mm is not None and pancreas is not None and pancreas.any():
-        keep &= pp_module._near_pancreas(components, n, pancreas, spacing_zyx, max_distance_to_pancreas_mm)
+        keep &= _near_pancreas_before(components, n, pancreas, spacing_zyx, max_distance_to_pancreas_mm)
     if keep_largest is not None:
         keep = pp_module._keep_first(np.argsort(-volumes, kind="stable"), keep, keep_largest)
     if keep_most_confident is not None:
         peaks = pp_module.component_peaks(components, n, tumor_probability)
         keep = pp_module._keep_first(np.lexsort((-volumes, -peaks)), keep, keep_most_confident)
     return np.concatenate([[False], keep])[components]
+
+
+def _near_pancreas_before(components, n, pancreas, spacing_zyx, max_mm):
+    """postprocess._near_pancreas until 2026-12-08, line for line (scipy's minimum per label over the box)."""
+    nz = np.argwhere(components > 0)
+    margin = [int(np.ceil(max_mm / s)) + 1 for s in spacing_zyx]
+    lo = np.maximum(nz.min(0) - margin, 0)
+    hi = np.minimum(nz.max(0) + 1 + np.array(margin), components.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    sub_pancreas = pancreas[box]
+    if not sub_pancreas.any():
+        return np.zeros(n, dtype=bool)
+    distance = distance_transform_edt(~sub_pancreas, sampling=spacing_zyx)
+    nearest = ndimage.minimum(distance, labels=components[box], index=np.arange(1, n + 1))
+    return np.asarray(nearest) <= max_mm
 
 
 def score(data, candidates, implementation) -> tuple[dict, float, int]:

@@ -12,7 +12,6 @@ import logging
 
 import cc3d
 import numpy as np
-from scipy import ndimage
 from scipy.ndimage import distance_transform_edt
 
 from .ensemble import decide, label_mask
@@ -52,7 +51,7 @@ def postprocess(tumor: np.ndarray, spacing_zyx: tuple[float, ...], pancreas: np.
             if not quiet:
                 log.warning("post-processing: no pancreas predicted; pancreas gating skipped")
         else:
-            keep &= _near_pancreas(components, n, pancreas, spacing_zyx, max_distance_to_pancreas_mm)
+            keep &= _near_pancreas(where, labels, n, tumor.shape, pancreas, spacing_zyx, max_distance_to_pancreas_mm)
     if keep_largest is not None:
         keep = _keep_first(np.argsort(-volumes, kind="stable"), keep, keep_largest)
     if keep_most_confident is not None:
@@ -92,20 +91,23 @@ def _keep_first(order: np.ndarray, keep: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def _near_pancreas(components: np.ndarray, n: int, pancreas: np.ndarray, spacing_zyx, max_mm: float) -> np.ndarray:
-    # distance transform only over the tumour candidates' box grown by max_mm (+1 voxel): anything
-    # farther cannot change whether a component passes
-    nz = np.argwhere(components > 0)
+def _near_pancreas(where: np.ndarray, labels: np.ndarray, n: int, shape: tuple[int, ...], pancreas: np.ndarray,
+                   spacing_zyx, max_mm: float) -> np.ndarray:
+    """Whether each component 1..n (its voxels: flat indices `where`, component `labels`) comes within max_mm of the
+    pancreas. The distance transform runs only over the tumour candidates' box grown by max_mm (+1 voxel): anything
+    farther cannot change whether a component passes."""
+    nz = np.stack(np.unravel_index(where, shape), axis=1)
     margin = [int(np.ceil(max_mm / s)) + 1 for s in spacing_zyx]
     lo = np.maximum(nz.min(0) - margin, 0)
-    hi = np.minimum(nz.max(0) + 1 + np.array(margin), components.shape)
+    hi = np.minimum(nz.max(0) + 1 + np.array(margin), shape)
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
     sub_pancreas = pancreas[box]
     if not sub_pancreas.any():
         return np.zeros(n, dtype=bool)
     distance = distance_transform_edt(~sub_pancreas, sampling=spacing_zyx)
-    nearest = ndimage.minimum(distance, labels=components[box], index=np.arange(1, n + 1))
-    return np.asarray(nearest) <= max_mm
+    nearest = np.full(n, np.inf)
+    np.minimum.at(nearest, labels - 1, distance[tuple((nz - lo).T)])
+    return nearest <= max_mm
 
 
 def never_empty(tumor: np.ndarray, argmax_tumor, spacing_zyx: tuple[float, ...], quiet: bool = False) -> np.ndarray:
