@@ -86,3 +86,20 @@ def test_ship_refuses_when_a_task_lost_its_head_to_head_and_changes_nothing(tmp_
                          env={"PATH": "/usr/bin:/bin", "PY": sys.executable, "PANTHER_DATA": str(tmp_path / "data")})
     assert run.returncode != 0 and "head_to_head_task2_seeds1310-1329: the rule says no" in run.stderr, run.stderr
     assert sorted(p.relative_to(repo) for p in repo.rglob("*")) == before
+
+
+def test_ship_pools_the_sets_the_readme_tables_show():
+    """ship.sh's T<N>_SETS (the pools it writes) and readme_tables.py's RESCORED (the rows shown beside the pools)
+    name the same rescored sets: a set added to one and not the other would show rows the pooled row leaves out."""
+    import re
+
+    sys.path.insert(0, str(REPO / "training"))
+    import readme_tables
+
+    text = (RUN.parent / "ship.sh").read_text()
+    for t in (1, 2):
+        found = re.search(rf"^T{t}_SETS=\$\{{T{t}_SETS-([0-9 -]*)\}}$", text, re.M)
+        assert found, f"ship.sh: no T{t}_SETS default"
+        assert tuple(found.group(1).split()) == readme_tables.RESCORED[t]
+        for s in readme_tables.RESCORED[t]:
+            assert (RUN.parent / f"rescored_task{t}_seeds{s}" / "leaderboard.json").is_file()

@@ -21,9 +21,11 @@ source "$REPO/training/env.sh"
 source "$REPO/training/experiment.sh"
 R=docs/results/experiments/rebuild_release
 declare -A DECIDED=([1]=1330-1349 [2]=1310-1329)  # run.sh's decision seeds
-# rescore.sh's sets (the older held-out sets, on which the replaced release was scored), overridable while it runs
-T1_SETS=${T1_SETS-1140-1159 1200-1219 1220-1239 1240-1259 1260-1279 1280-1299 1310-1329}
-T2_SETS=${T2_SETS-1160-1179 1200-1219 1220-1239 1240-1259 1260-1279 1280-1299}
+# the sets rescore.sh has scored so far (of the older held-out sets, on which the replaced release was scored; its
+# default list holds the rest: Task 1 1260-1279, 1280-1299, 1310-1329, Task 2 1240-1259, 1260-1279, 1280-1299); as
+# they come, add them here and to training/readme_tables.py's RESCORED, and run this again
+T1_SETS=${T1_SETS-1140-1159 1200-1219 1220-1239 1240-1259}
+T2_SETS=${T2_SETS-1160-1179 1200-1219 1220-1239}
 # the replaced release's own tables of those sets (training/readme_tables.py's heldout-task<N> rows until this ship)
 T1=docs/results/experiments/task1_60ep_confident
 T2B=docs/results/experiments/task2_bf16_release
@@ -57,7 +59,7 @@ exp_stamp "the rebuild's shipped files (from $CLONE)"
 copy() {  # copy PATH: the clone's PATH in place of the repo's
   if [ -e "$CLONE/$1" ]; then rm -rf "${REPO:?}/$1" && mkdir -p "$(dirname "$REPO/$1")" && cp -rp "$CLONE/$1" "$REPO/$1"; fi
 }
-copy model_weights
+for d in "$CLONE"/model_weights/Dataset*; do copy "model_weights/$(basename "$d")"; done  # (its README is this repo's)
 for t in 1 2; do
   copy "resources/task$t.json"
   exp_same_spec "$REPO/resources/task$t.json" "$HERE/candidate_task$t.json"
@@ -103,13 +105,17 @@ for t in 1 2; do
     --reference equal --out "$R/pooled_rebuilt_task${t}_undecided.json")
   (cd "$REPO" && "$PY" training/pool_heldout.py "${new_a[@]}" --seeds "$(joined , "${all[@]}")" \
     --reference equal --out "$R/pooled_rebuilt_task${t}_all.json")
-  # head to head where the replaced release has a table of the same set (Task 2's 1240-1259 it has not)
-  both=()
-  for s in "${all[@]}"; do if [ -n "$(olds_of "$t" "$s")" ]; then both+=("$s"); fi; done
-  mapfile -t new_b < <(sets_of "$t" "${both[@]}")
-  mapfile -t old_b < <(olds_of "$t" "${both[@]}")
-  (cd "$REPO" && "$PY" training/pool_heldout.py --compare "rebuilt=$(joined , "${new_b[@]}")" \
-    "release=$(joined , "${old_b[@]}")" --reference release --seeds "$(joined , "${both[@]}")" \
-    --out "$R/compare_releases_task$t.json")
+  # head to head where the replaced release has a table of the same set (Task 2's 1240-1259 it has not): on every
+  # such set, and on those that decided nothing
+  for which in all undecided; do
+    if [ "$which" = all ]; then pick=("${all[@]}"); suffix=; else pick=("${undecided[@]}"); suffix=_undecided; fi
+    both=()
+    for s in "${pick[@]}"; do if [ -n "$(olds_of "$t" "$s")" ]; then both+=("$s"); fi; done
+    mapfile -t new_b < <(sets_of "$t" "${both[@]}")
+    mapfile -t old_b < <(olds_of "$t" "${both[@]}")
+    (cd "$REPO" && "$PY" training/pool_heldout.py --compare "rebuilt=$(joined , "${new_b[@]}")" \
+      "release=$(joined , "${old_b[@]}")" --reference release --seeds "$(joined , "${both[@]}")" \
+      --out "$R/compare_releases_task$t$suffix.json")
+  done
 done
 exp_stamp "done: now python training/readme_tables.py --write"
